@@ -1,0 +1,91 @@
+"""`icl-kernel`: one console command, thin dispatcher.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``. Those modules import only argparse-level things at top level and
+pull in JAX / models inside ``run``, so ``icl-kernel --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sweep": ("simulate.commands.sweep", "Convergence sweep over n: exact Bayes vs kernel regression on an HMM."),
+    "plot": ("simulate.commands.plot", "Plot a sweep's run folder (distance and agreement vs n)."),
+    "bound": ("simulate.commands.bound", "Theorem-1 constants and the bound curve for a preset or run folder."),
+    "model-info": ("llm_check.commands.model_info", "Load a model offline and print its config, size, load time."),
+    "llm-check": ("llm_check.commands.llm_check", "Attention-as-kernel validation on real ICL data."),
+}
+
+
+class UsageError(Exception):
+    """Bad user input: reported as one line, exit code 2."""
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    out = {}
+    for name, (mod, help_) in COMMANDS.items():
+        if importlib.util.find_spec(mod.rsplit(".", 1)[0]) is None:
+            continue
+        try:
+            if importlib.util.find_spec(mod) is None:
+                continue
+        except ModuleNotFoundError:
+            continue
+        out[name] = (mod, help_)
+    return out
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="icl-kernel",
+        description=(
+            "In-context learning as kernel regression (Han et al., TMLR 2025): exact Bayesian "
+            "ICL on HMMs vs kernel estimators, and attention-as-kernel checks on real LMs."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    avail = _available()
+    # Only the chosen subcommand's module is imported (others are listed by name).
+    chosen = next((a for a in (argv or []) if a in avail), None)
+    for name, (mod, help_) in avail.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == chosen:
+            importlib.import_module(mod).add_arguments(p)
+            p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("icl-kernel: interrupted; finished cells are kept in the run folder.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # typed library errors become one-line CLI errors
+        if _is_user_error(exc):
+            print(f"icl-kernel {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Library errors meant for the user subclass ValueError/OSError with a clear message."""
+    if isinstance(exc, UsageError):
+        return True
+    name = type(exc).__name__
+    return name.endswith("Error") and isinstance(exc, (ValueError, OSError, KeyError)) and type(exc).__module__.split(".")[0] in {
+        "theory", "simulate", "llm_check", "icl_kernel"}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
