@@ -1,0 +1,113 @@
+"""Attention maths as plain ``jnp`` functions; the Flax modules only hold weights and call these.
+
+Shapes: B batch, S sequence, H query heads, KVH key/value heads (grouped-query attention when
+KVH < H; query head h reads key/value head ``h // (H // KVH)``), hd head dim, Q captured
+query positions.
+
+Softmax is always taken in float32; matmuls run in the activations' dtype (float32 or
+bfloat16) with float32 accumulation.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# A finite "minus infinity": a fully masked row (a left-pad query) then gives a uniform row
+# rather than NaN.
+_MASK_VALUE = -1e30
+
+
+def rope_angles(positions: jax.Array, rotary_dim: int, theta: float,
+                inv_freq: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """cos, sin of the rotary angles, each ``[B, S, rotary_dim // 2]`` float32.
+
+    ``angle[b, s, i] = positions[b, s] * theta ** (-2 i / rotary_dim)`` unless ``inv_freq``
+    (``[rotary_dim // 2]``, e.g. Llama-3 scaled frequencies) is given.
+    """
+    if inv_freq is None:
+        inv_freq = 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope_half(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Llama / Hugging Face "rotate-half" RoPE on the whole head: pairs (i, i + hd/2).
+
+    x: ``[B, S, H, hd]``; cos, sin: ``[B, S, hd/2]``. Computed in x's dtype like transformers.
+    """
+    cos = jnp.concatenate([cos, cos], axis=-1)[:, :, None, :].astype(x.dtype)
+    sin = jnp.concatenate([sin, sin], axis=-1)[:, :, None, :].astype(x.dtype)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
+
+
+def apply_rope_interleaved(x: jax.Array, cos: jax.Array, sin: jax.Array, rotary_dim: int) -> jax.Array:
+    """GPT-J RoPE: pairs (2i, 2i+1) of the first ``rotary_dim`` dims; the rest pass through.
+
+    x: ``[B, S, H, hd]``; cos, sin: ``[B, S, rotary_dim/2]``. With llama.cpp's permuted q/k
+    weights this is also the right rotation for raw GGUF Llama weights.
+    """
+    rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
+    cos = jnp.repeat(cos, 2, axis=-1)[:, :, None, :].astype(x.dtype)
+    sin = jnp.repeat(sin, 2, axis=-1)[:, :, None, :].astype(x.dtype)
+    pairs = rot.reshape(*rot.shape[:-1], rotary_dim // 2, 2)
+    rotated = jnp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(rot.shape)
+    return jnp.concatenate([rot * cos + rotated * sin, rest], axis=-1)
+
+
+def gather_positions(x: jax.Array, positions: jax.Array) -> jax.Array:
+    """``x[b, positions[b, q], ...]``: ``[B, S, ...]`` and ``[B, Q]`` -> ``[B, Q, ...]``."""
+    idx = positions.reshape(positions.shape + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, idx, axis=1)
+
+
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array,
+                     capture_positions: jax.Array | None, scale: float
+                     ) -> tuple[jax.Array, jax.Array | None]:
+    r"""Causal softmax attention with padding mask and grouped-query heads.
+
+    q: ``[B, S, H, hd]``; k, v: ``[B, S, KVH, hd]``; key_mask: ``[B, S]`` bool (False = pad key);
+    capture_positions: ``[B, Q]`` int or None.
+
+    .. math:: A_{h,i,j} = \mathrm{softmax}_j\big(\mathrm{scale}\; q_{h,i}\cdot k_{g(h),j}
+              + m_{ij}\big),\quad m_{ij} = 0 \text{ if } j \le i \text{ and key } j
+              \text{ is real, else } -\infty
+
+    Returns ``out [B, S, H, hd]`` in q's dtype and the post-softmax rows of the captured query
+    positions ``[B, H, Q, S]`` float32 (None when capture_positions is None). The full
+    ``[B, H, S, S]`` matrix is a per-layer temporary; only the captured rows are returned.
+    """
+    B, S, H, hd = q.shape
+    kvh = k.shape[2]
+    rep = H // kvh
+    qg = q.reshape(B, S, kvh, rep, hd)
+    scores = jnp.einsum("bqgrd,bkgd->bgrqk", qg, k, preferred_element_type=jnp.float32) * scale
+    causal = jnp.tril(jnp.ones((S, S), dtype=bool))
+    allowed = causal[None, :, :] & key_mask[:, None, :].astype(bool)   # [B, Sq, Sk]
+    scores = jnp.where(allowed[:, None, None], scores, _MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1)                             # [B, KVH, rep, S, S]
+    out = jnp.einsum("bgrqk,bkgd->bqgrd", probs.astype(v.dtype), v,
+                     preferred_element_type=jnp.float32).astype(q.dtype)
+    pattern = None
+    if capture_positions is not None:
+        probs = probs.reshape(B, H, S, S)
+        idx = capture_positions[:, None, :, None]
+        pattern = jnp.take_along_axis(probs, idx, axis=2)               # [B, H, Q, S]
+    return out.reshape(B, S, H, hd), pattern
+
+
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
+    """Llama RMSNorm over the last axis, in float32, cast back to x's dtype before the scale."""
+    xf = x.astype(jnp.float32)
+    xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+    return weight * xf.astype(x.dtype)
+
+
+def layer_norm(x: jax.Array, weight: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+    """LayerNorm over the last axis, statistics in float32."""
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+    y = (xf - mean) * jax.lax.rsqrt(var + eps)
+    return (y * weight.astype(jnp.float32) + bias.astype(jnp.float32)).astype(x.dtype)

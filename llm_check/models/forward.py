@@ -1,0 +1,125 @@
+"""One jit-compiled forward pass for every architecture, with attention capture.
+
+Nothing is hooked: the layer loop returns the post-softmax rows of the captured query
+positions (and optionally per-head q/k/v) alongside the hidden states.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from llm_check.errors import CapturePositionError, InputError, PromptTooLongError
+from llm_check.models.attention import gather_positions
+from llm_check.models.output import ForwardOutput
+
+
+def last_positions(attention_mask) -> jax.Array:
+    """Index of the last real token of each row, ``[B, 1]`` int32 (right or no padding)."""
+    mask = jnp.asarray(attention_mask).astype(jnp.int32)
+    return (jnp.sum(mask, axis=1, keepdims=True) - 1).clip(0).astype(jnp.int32)
+
+
+def forward(model, input_ids, attention_mask=None, capture_positions=None, capture_qkv: bool = False,
+            capture_kv_all: bool = False, return_hidden: bool = False) -> ForwardOutput:
+    """Run ``model`` on a padded batch and capture attention at chosen query positions.
+
+    Args:
+      model: a :class:`~llm_check.models.llama.LlamaModel` or :class:`~llm_check.models.gptj.GPTJModel`.
+      input_ids: ``[B, S]`` int token ids (pad ids are arbitrary valid ids).
+      attention_mask: ``[B, S]`` bool/int, 1 for real tokens; None means all real. Right
+        padding is the intended layout; rotary positions are ``cumsum(mask) - 1`` so left
+        padding also gets the right positions.
+      capture_positions: ``[B, Q]`` int query positions per item. None: logits at every
+        position and attention captured at the last real token of each item (Q = 1).
+      capture_qkv: also return per-head q, k, v at the captured positions.
+      capture_kv_all: also return keys and values at all positions, ``[L, B, KVH, S, hd]``.
+      return_hidden: also return final hidden states ``[B, S, D]``.
+
+    Returns a :class:`ForwardOutput`. Raises :class:`PromptTooLongError` when S exceeds the
+    context and :class:`CapturePositionError` for a position outside ``[0, S)`` or on a pad token.
+    """
+    input_ids = jnp.asarray(input_ids)
+    if input_ids.ndim != 2:
+        raise InputError(f"input_ids has shape {tuple(input_ids.shape)}; expected [batch, seq]")
+    B, S = input_ids.shape
+    ctx = model.config.max_position_embeddings
+    if S > ctx:
+        raise PromptTooLongError(f"sequence length {S} exceeds the model context {ctx}")
+    if attention_mask is None:
+        attention_mask = jnp.ones((B, S), dtype=bool)
+    attention_mask = jnp.asarray(attention_mask)
+    if attention_mask.shape != (B, S):
+        raise InputError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected {(B, S)}")
+    all_logits = capture_positions is None
+    if capture_positions is None:
+        capture_positions = last_positions(attention_mask)
+    else:
+        capture_positions = jnp.asarray(capture_positions)
+        if capture_positions.ndim == 1:
+            capture_positions = capture_positions[:, None]
+        if capture_positions.ndim != 2 or capture_positions.shape[0] != B:
+            raise CapturePositionError(
+                f"capture_positions has shape {tuple(capture_positions.shape)}; expected [{B}, Q]")
+        _check_positions(capture_positions, attention_mask, S)
+        capture_positions = capture_positions.astype(jnp.int32)
+    graphdef, state = nnx.split(model)
+    return _forward_jit(graphdef, state, input_ids.astype(jnp.int32), attention_mask.astype(bool),
+                        capture_positions, all_logits=all_logits, capture_qkv=capture_qkv,
+                        capture_kv_all=capture_kv_all, return_hidden=return_hidden)
+
+
+def _check_positions(positions, mask, S: int) -> None:
+    if isinstance(positions, jax.core.Tracer) or isinstance(mask, jax.core.Tracer):
+        return
+    pos = np.asarray(positions)
+    bad = (pos < 0) | (pos >= S)
+    if bad.any():
+        b, q = map(int, np.argwhere(bad)[0])
+        raise CapturePositionError(
+            f"capture position {int(pos[b, q])} (item {b}) is outside the sequence; expected 0 <= pos < {S}")
+    real = np.take_along_axis(np.asarray(mask).astype(bool), pos, axis=1)
+    if not real.all():
+        b, q = map(int, np.argwhere(~real)[0])
+        n = int(np.asarray(mask)[b].astype(bool).sum())
+        raise CapturePositionError(
+            f"capture position {int(pos[b, q])} (item {b}) is a padding token; expected one of the item's {n} real tokens")
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "all_logits", "capture_qkv", "capture_kv_all", "return_hidden"))
+def _forward_jit(graphdef, state, input_ids, attention_mask, capture_positions, *, all_logits,
+                 capture_qkv, capture_kv_all, return_hidden) -> ForwardOutput:
+    model = nnx.merge(graphdef, state)
+    cfg = model.config
+    positions = jnp.clip(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
+    cos, sin = model.rotary(positions)
+    x = model.embed(input_ids)
+    patterns, qs, ks, vs, k_all, v_all = [], [], [], [], [], []
+    rep = cfg.num_attention_heads // cfg.num_key_value_heads
+    for layer in model.layers:
+        x, pattern, (q, k, v) = layer(x, cfg, cos, sin, attention_mask, capture_positions)
+        patterns.append(pattern)
+        if capture_qkv:
+            # [B, S, H, hd] -> [B, H, Q, hd]
+            qs.append(gather_positions(q, capture_positions).transpose(0, 2, 1, 3))
+            ks.append(jnp.repeat(gather_positions(k, capture_positions), rep, axis=2).transpose(0, 2, 1, 3))
+            vs.append(jnp.repeat(gather_positions(v, capture_positions), rep, axis=2).transpose(0, 2, 1, 3))
+        if capture_kv_all:
+            k_all.append(k.transpose(0, 2, 1, 3))
+            v_all.append(v.transpose(0, 2, 1, 3))
+    hidden = model.final(x)
+    logits = model.head(hidden if all_logits else gather_positions(hidden, capture_positions))
+    return ForwardOutput(
+        logits=logits,
+        patterns=jnp.stack(patterns),
+        capture_positions=capture_positions,
+        q=jnp.stack(qs) if capture_qkv else None,
+        k=jnp.stack(ks) if capture_qkv else None,
+        v=jnp.stack(vs) if capture_qkv else None,
+        k_all=jnp.stack(k_all) if capture_kv_all else None,
+        v_all=jnp.stack(v_all) if capture_kv_all else None,
+        hidden=hidden if return_hidden else None,
+    )

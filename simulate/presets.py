@@ -1,0 +1,255 @@
+"""Pretraining distributions: the paper's synthetic HMMs (`han`), GINC (`ginc`) and user files (`custom`).
+
+All sampling uses explicit JAX PRNG keys and float64 (``simulate.runtime.setup`` enables it), so
+one seed gives one HMM. Results are validated :class:`theory.hmm.HMM` objects (numpy float64).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, asdict, field
+from pathlib import Path
+
+import numpy as np
+
+from theory.errors import HMMError
+from theory.hmm import HMM, make_hmm
+
+
+@dataclass(frozen=True)
+class HanConfig:
+    """The paper's App. C setting: K tasks, each a block of hidden states with its own start state.
+
+    Transitions are Dirichlet(trans_conc) inside each block; emissions put ``delim_rate`` on the
+    delimiter (token 0; the same for every state, so the delimiter itself says nothing about the
+    task) and the rest Dirichlet(emit_conc) over the other tokens. The delimiter restarts each
+    state to its task's start state, leaking ``leak`` to the other tasks' starts.
+    """
+
+    num_tasks: int = 8
+    num_states: int = 80
+    num_tokens: int = 100
+    trans_conc: float = 0.5
+    emit_conc: float = 0.1
+    delim_rate: float = 0.05
+    leak: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GincConfig:
+    """GINC (Xie et al. 2022) re-implemented from its description and generator.
+
+    Entities × properties hidden states with deterministic emissions from a shared memory matrix
+    (property 0 = delimiter); a concept is a property transition matrix, a softmax((u-.5)/t)
+    mixture of ``n_slots`` random permutations; a shared entity matrix (1-vic)·P + vic·I.
+    The unified HMM is the block-diagonal union of the concepts. As in GINC's prompt generator,
+    the delimiter is a format token: it carries no likelihood and restarts the concept's chain at
+    ``start_slot`` with a uniform entity (the restart of Assumption 1).
+    """
+
+    vocab: int = 50
+    n_values: int = 10
+    n_slots: int = 10
+    n_concepts: int = 5
+    transition_temp: float = 0.1
+    start_temp: float = 10.0
+    value_identity_coeff: float = 0.9
+    start_slot: int = 1
+    seed: int = 0
+
+
+def _check_positive(name, value, *, integer=False, allow_zero=False):
+    ok = (value >= 0) if allow_zero else (value > 0)
+    if integer and int(value) != value:
+        ok = False
+    if not ok or not np.isfinite(value):
+        raise HMMError(f"{name}={value!r}, expected a {'non-negative' if allow_zero else 'positive'} {'integer' if integer else 'number'}")
+
+
+def han_hmm(cfg: HanConfig = HanConfig()) -> HMM:
+    """Sample the paper's synthetic HMM (see :class:`HanConfig`)."""
+    import jax
+    import jax.numpy as jnp
+
+    for name in ("num_tasks", "num_states", "num_tokens"):
+        _check_positive(name, getattr(cfg, name), integer=True)
+    for name in ("trans_conc", "emit_conc"):
+        _check_positive(name, getattr(cfg, name))
+    K, d, m = cfg.num_tasks, cfg.num_states, cfg.num_tokens
+    if d % K:
+        raise HMMError(f"num_states={d} is not a multiple of num_tasks={K}; expected equal task blocks")
+    if m < 3:
+        raise HMMError(f"num_tokens={m}, expected at least 3 (delimiter and two labels)")
+    if not 0 < cfg.delim_rate < 1:
+        raise HMMError(f"delim_rate={cfg.delim_rate}, expected a number in (0, 1)")
+    if not 0 <= cfg.leak < 1 or (cfg.leak > 0 and K < 2):
+        raise HMMError(f"leak={cfg.leak}, expected a number in [0, 1) (and > 0 only with 2+ tasks)")
+    b = d // K
+    key = jax.random.PRNGKey(cfg.seed)
+    kT, kB = jax.random.split(key)
+    blocks = jax.random.dirichlet(kT, jnp.full((b,), cfg.trans_conc, jnp.float64), shape=(K, b))
+    T = np.zeros((d, d))
+    for k in range(K):
+        T[k * b:(k + 1) * b, k * b:(k + 1) * b] = np.asarray(blocks[k])
+    emit = np.asarray(jax.random.dirichlet(kB, jnp.full((m - 1,), cfg.emit_conc, jnp.float64), shape=(d,)))
+    B = np.concatenate([np.full((d, 1), cfg.delim_rate), (1 - cfg.delim_rate) * emit], axis=1)
+    task_of_state = np.repeat(np.arange(K), b)
+    starts = np.arange(K) * b
+    task_start = np.eye(d)[starts]
+    R = np.zeros((d, d))
+    for s in range(d):
+        k = task_of_state[s]
+        R[s, starts] = cfg.leak / (K - 1) if K > 1 else 0.0
+        R[s, starts[k]] = 1 - cfg.leak
+    p0 = task_start.mean(axis=0)
+    return make_hmm(T, B, R, p0, task_start, task_of_state, 0)
+
+
+def _softmax_temp(u, temp):
+    z = (u - 0.5) / temp
+    z = z - z.max()
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def ginc_hmm(cfg: GincConfig = GincConfig()) -> HMM:
+    """GINC's mixture of concept HMMs as one block-diagonal HMM (see :class:`GincConfig`)."""
+    import jax
+
+    for name in ("vocab", "n_values", "n_slots", "n_concepts"):
+        _check_positive(name, getattr(cfg, name), integer=True)
+    for name in ("transition_temp", "start_temp"):
+        _check_positive(name, getattr(cfg, name))
+    if cfg.vocab < 3:
+        raise HMMError(f"vocab={cfg.vocab}, expected at least 3")
+    if not 1 <= cfg.start_slot < cfg.n_slots:
+        raise HMMError(f"start_slot={cfg.start_slot}, expected 1..{cfg.n_slots - 1} (slot 0 is the delimiter)")
+    if not 0 <= cfg.value_identity_coeff <= 1:
+        raise HMMError(f"value_identity_coeff={cfg.value_identity_coeff}, expected a number in [0, 1]")
+    nv, ns, C = cfg.n_values, cfg.n_slots, cfg.n_concepts
+    key = jax.random.PRNGKey(cfg.seed)
+    k_mem, k_val, k_start, k_con = jax.random.split(key, 4)
+
+    def perm_mixture(k, n):
+        ku, kp = jax.random.split(k)
+        w = _softmax_temp(np.asarray(jax.random.uniform(ku, (n,))), cfg.transition_temp)
+        perms = [np.asarray(jax.random.permutation(jax.random.fold_in(kp, j), n)) for j in range(n)]
+        return sum(w[j] * np.eye(n)[perms[j]] for j in range(n))
+
+    memory = np.array(jax.random.randint(k_mem, (nv, ns), 1, cfg.vocab))
+    memory[:, 0] = 0
+    value_T = (1 - cfg.value_identity_coeff) * perm_mixture(k_val, nv) + cfg.value_identity_coeff * np.eye(nv)
+    S = nv * ns  # state i <-> (value i // ns, slot i % ns)
+    B1 = np.zeros((S, cfg.vocab))
+    B1[np.arange(S), memory.reshape(-1)] = 1.0
+    d = C * S
+    T = np.zeros((d, d))
+    p0 = np.zeros(d)
+    task_start = np.zeros((C, d))
+    for c in range(C):
+        kc = jax.random.fold_in(k_con, c)
+        slot_T = perm_mixture(kc, ns)
+        T[c * S:(c + 1) * S, c * S:(c + 1) * S] = np.kron(value_T, slot_T)
+        start = _softmax_temp(np.asarray(jax.random.uniform(jax.random.fold_in(k_start, c), (S,))), cfg.start_temp)
+        p0[c * S:(c + 1) * S] = start / C
+        task_start[c, c * S + np.arange(nv) * ns + cfg.start_slot] = 1.0 / nv
+    B = np.tile(B1, (C, 1))
+    task_of_state = np.repeat(np.arange(C), S)
+    R = task_start[task_of_state]
+    return make_hmm(T, B, R, p0, task_start, task_of_state, 0, delim_weight=np.ones(d))
+
+
+CUSTOM_KEYS = "T, B, delim (required); task_of_state, task_start or starts, R, p0, delim_weight (optional)"
+
+
+def load_custom(path: str | Path) -> HMM:
+    """An HMM from an ``.npz`` or ``.json`` file (keys: see ``CUSTOM_KEYS``).
+
+    Defaults: one task holding every state (``task_of_state`` zeros) starting at ``p0`` or state
+    0; ``R`` restarts each state to its task's start; ``p0`` is the mean of the task starts;
+    ``delim_weight`` is ``B[:, delim]``.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".json":
+            raw = json.loads(path.read_text())
+            if not isinstance(raw, dict):
+                raise HMMError(f"{path}: expected a JSON object with keys {CUSTOM_KEYS}")
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                raw = {k: z[k] for k in z.files}
+        else:
+            raise HMMError(f"{path}: unknown suffix {path.suffix!r}, expected .npz or .json")
+    except HMMError:
+        raise
+    except FileNotFoundError:
+        raise HMMError(f"custom HMM file {path} does not exist") from None
+    except Exception as exc:  # unreadable / corrupt
+        raise HMMError(f"cannot read custom HMM file {path}: {type(exc).__name__}: {exc}") from None
+    missing = [k for k in ("T", "B", "delim") if k not in raw]
+    if missing:
+        raise HMMError(f"{path}: missing key(s) {missing}; expected {CUSTOM_KEYS}")
+    try:
+        T = np.asarray(raw["T"], float)
+        d = T.shape[0] if T.ndim == 2 else 0
+        tos = np.asarray(raw.get("task_of_state", np.zeros(d, int)))
+        if "task_start" in raw:
+            task_start = np.asarray(raw["task_start"], float)
+        elif "starts" in raw:
+            task_start = np.eye(d)[np.asarray(raw["starts"], int)]
+        elif "p0" in raw:
+            task_start = np.asarray(raw["p0"], float)[None]
+        else:
+            task_start = np.eye(d)[[0]]
+        task_start = np.atleast_2d(task_start)
+        if task_start.shape[1:] != (d,):
+            raise HMMError(f"{path}: task_start/starts give shape {task_start.shape}, expected [K, {d}]")
+        if tos.size and (tos.min() < 0 or tos.max() >= task_start.shape[0]):
+            raise HMMError(f"{path}: task_of_state values outside 0..{task_start.shape[0] - 1}")
+        R = np.asarray(raw["R"], float) if "R" in raw else task_start[tos]
+        p0 = np.asarray(raw["p0"], float) if "p0" in raw else task_start.mean(axis=0)
+        dw = np.asarray(raw["delim_weight"], float) if "delim_weight" in raw else None
+        return make_hmm(T, raw["B"], R, p0, task_start, tos, raw["delim"], dw)
+    except HMMError:
+        raise
+    except (TypeError, ValueError, IndexError) as exc:
+        raise HMMError(f"{path}: invalid HMM arrays ({exc})") from None
+
+
+def build_preset(preset: str, params: dict | None = None, custom_path: str | None = None) -> HMM:
+    """Dispatch on the preset name; ``params`` overrides the preset's dataclass fields."""
+    params = dict(params or {})
+    if preset == "custom":
+        if not custom_path:
+            raise HMMError("preset 'custom' needs a file (--hmm-file PATH.npz|.json)")
+        return load_custom(custom_path)
+    cls = {"han": HanConfig, "ginc": GincConfig}.get(preset)
+    if cls is None:
+        raise HMMError(f"unknown preset {preset!r}; expected one of han, ginc, custom")
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise HMMError(f"unknown {preset} parameter(s) {unknown}; expected some of {sorted(known)}")
+    cfg = cls(**{k: type(getattr(cls(), k))(v) for k, v in params.items()})
+    return han_hmm(cfg) if preset == "han" else ginc_hmm(cfg)
+
+
+def preset_defaults(preset: str) -> dict:
+    return asdict({"han": HanConfig, "ginc": GincConfig}[preset]())
+
+
+def save_hmm(hmm: HMM, path: str | Path) -> None:
+    """Write the HMM as .npz atomically (temp file + rename)."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    os.close(fd)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **hmm._asdict())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,36 @@
+"""Process-level JAX set-up, done explicitly by entry points (CLI, tests, benchmarks).
+
+Kept in one place so that library functions stay pure: they take dtypes and shardings as
+arguments and never flip global flags themselves.
+"""
+from __future__ import annotations
+
+import os
+
+
+def setup(num_cpu_devices: int | None = None, enable_x64: bool = True) -> None:
+    """Enable float64 (exactness tests, float64 option) and split the CPU into devices.
+
+    ``num_cpu_devices`` defaults to ``$ICL_KERNEL_CPU_DEVICES`` or the number of cores (≤ 8).
+    Must run before JAX first touches a device; later calls are harmless no-ops for the
+    device count.
+    """
+    import jax
+
+    if num_cpu_devices is None:
+        num_cpu_devices = int(os.environ.get("ICL_KERNEL_CPU_DEVICES", min(os.cpu_count() or 1, 8)))
+    try:
+        jax.config.update("jax_num_cpu_devices", int(num_cpu_devices))
+    except Exception:  # backend already initialised: keep what we have
+        pass
+    jax.config.update("jax_enable_x64", bool(enable_x64))
+
+
+def batch_sharding(batch_axis_size: int | None = None):
+    """A 1-D mesh over all local devices and the NamedSharding that splits axis 0 over it."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.local_devices()
+    mesh = Mesh(devices, ("batch",))
+    return NamedSharding(mesh, PartitionSpec("batch")), len(devices)

@@ -1,0 +1,146 @@
+r"""Sampling pretraining documents and ICL prompts with explicit PRNG keys.
+
+A demonstration for task θ is a pair (x, y): x ∈ (O \ {δ})^l and a label y ∈ Y, drawn from
+
+.. math:: P(x, y \mid θ, Y) = \frac{s_θ^\top T_x b_y}{\sum_{x' \in (O\setminus δ)^l,\, y' \in Y} s_θ^\top T_{x'} b_{y'}},
+
+i.e. a stretch of the task's chain conditioned on containing no delimiter and on being followed
+by a label word. It is sampled exactly, state by state, with backward weights
+β_l = B[:, Y] 1, β_t = diag(1 - B[:, δ]) T β_{t+1}. With ``label_mode="argmax"`` the label is
+instead argmax_y P(y | x, θ) (GINC's choice). Every demonstration, prompt and seed has its own key
+from ``fold_in``, so prompts are reproducible one by one.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from theory.hmm import HMM
+
+
+class Prompts(NamedTuple):
+    """A batch of ICL prompts sharing one demonstration count N and input length l.
+
+    Attributes:
+        demos_x: ``[P, N, l]`` int32 demonstration inputs (``-1`` = padding, skipped).
+        demos_y: ``[P, N]`` int32 demonstration labels (token ids in the label set).
+        x_test: ``[P, l]`` int32 query inputs.
+        y_test: ``[P]`` int32 a label for x_test drawn like the demonstrations' (not used by estimators).
+        task: ``[P]`` int32 the test task θ* of each prompt.
+    """
+
+    demos_x: np.ndarray
+    demos_y: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    task: np.ndarray
+
+
+def _backward_weights(hmm: HMM, labels, length: int, dtype):
+    """β_0..β_l (``[l+1, d]``); β_l = P(next token ∈ Y | state) (or ones if labels is None)."""
+    B = jnp.asarray(hmm.B, dtype)
+    T = jnp.asarray(hmm.T, dtype)
+    keep = 1.0 - B[:, hmm.delim]
+    beta = B[:, labels].sum(-1) if labels is not None else jnp.ones(B.shape[0], dtype)
+    out = [beta]
+    for _ in range(length):
+        beta = keep * (T @ beta)
+        beta = beta / beta.max()  # scale-free: only ratios matter
+        out.append(beta)
+    return jnp.stack(out[::-1])
+
+
+def sample_inputs(key, hmm: HMM, start, length: int, labels=None, label_mode: str = "sample", dtype=jnp.float64):
+    """One demonstration (x, y) from start distribution ``start`` (``[d]``).
+
+    Returns ``(x [length] int32, y [] int32)``; ``y`` indexes into the token vocabulary (or -1 if
+    ``labels`` is None). Pure and vmappable over keys and starts.
+    """
+    B = jnp.asarray(hmm.B, dtype)
+    T = jnp.asarray(hmm.T, dtype)
+    m = B.shape[1]
+    betas = _backward_weights(hmm, labels, length, dtype)
+    emit_in = B.at[:, hmm.delim].set(0.0)
+    k0, kx, ky = jax.random.split(key, 3)
+    s0 = jax.random.categorical(k0, jnp.log(jnp.asarray(start, dtype) * betas[0]))
+
+    def step(s, inp):
+        k, beta_next = inp
+        ke, kt = jax.random.split(k)
+        o = jax.random.categorical(ke, jnp.log(emit_in[s]))
+        s_next = jax.random.categorical(kt, jnp.log(T[s] * beta_next))
+        return s_next, o
+
+    s_last, x = jax.lax.scan(step, s0, (jax.random.split(kx, length), betas[1:]))
+    if labels is None:
+        return x.astype(jnp.int32), jnp.int32(-1)
+    lab = jnp.asarray(labels)
+    if label_mode == "argmax":
+        # argmax_y P(y | x, θ): filter x from the start distribution, then next-token scores.
+        alpha = jnp.asarray(start, dtype)
+
+        def f(a, o):
+            a = (a * B[:, o]) @ T
+            return a / a.sum(), None
+
+        alpha, _ = jax.lax.scan(f, alpha, x)
+        y = lab[jnp.argmax(alpha @ B[:, lab])]
+    else:
+        y = lab[jax.random.categorical(ky, jnp.log(B[s_last, lab]))]
+    return x.astype(jnp.int32), y.astype(jnp.int32)
+
+
+def sample_prompts(key, hmm: HMM, labels, num_prompts: int, num_demos: int, length: int,
+                   task=None, label_mode: str = "sample", start: int = 0) -> Prompts:
+    """``num_prompts`` prompts with ``num_demos`` demonstrations each, plus x_test.
+
+    Prompt ``i`` (global index ``start + i``) uses ``fold_in(key, start + i)``; its task is
+    uniform over tasks unless ``task`` is given. Returns numpy arrays (see :class:`Prompts`).
+    """
+    if num_demos < 1:
+        raise ValueError(f"number of demonstrations {num_demos}, expected n >= 1")
+    if length < 1:
+        raise ValueError(f"input length {length}, expected l >= 1")
+    if label_mode not in ("sample", "argmax"):
+        raise ValueError(f"label mode {label_mode!r}, expected 'sample' or 'argmax'")
+    K = hmm.num_tasks
+    labels = jnp.asarray(labels, jnp.int32)
+    starts = jnp.asarray(hmm.task_start, jnp.float64)
+
+    def one_prompt(idx):
+        kp = jax.random.fold_in(key, idx)
+        kt, kd = jax.random.split(kp)
+        th = jax.random.randint(kt, (), 0, K) if task is None else jnp.int32(task)
+        keys = jax.vmap(lambda j: jax.random.fold_in(kd, j))(jnp.arange(num_demos + 1))
+        xs, ys = jax.vmap(lambda k: sample_inputs(k, hmm, starts[th], length, labels, label_mode))(keys)
+        return xs, ys, th
+
+    xs, ys, th = jax.jit(jax.vmap(one_prompt))(jnp.arange(start, start + num_prompts))
+    xs, ys = np.asarray(xs), np.asarray(ys)
+    return Prompts(xs[:, :-1], ys[:, :-1], xs[:, -1], ys[:, -1], np.asarray(th, np.int32))
+
+
+def sample_documents(key, hmm: HMM, num_docs: int, length: int) -> np.ndarray:
+    """Pretraining documents ``[num_docs, length]``: start at p0, emit, move (R after δ, else T)."""
+    B = jnp.asarray(hmm.B)
+    T = jnp.asarray(hmm.T)
+    R = jnp.asarray(hmm.R)
+
+    def one(k):
+        k0, ks = jax.random.split(k)
+        s0 = jax.random.categorical(k0, jnp.log(jnp.asarray(hmm.p0)))
+
+        def step(s, kk):
+            ke, kt = jax.random.split(kk)
+            o = jax.random.categorical(ke, jnp.log(B[s]))
+            A = jnp.where(o == hmm.delim, R[s], T[s])
+            return jax.random.categorical(kt, jnp.log(A)), o
+
+        _, toks = jax.lax.scan(step, s0, jax.random.split(ks, length))
+        return toks
+
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num_docs))
+    return np.asarray(jax.jit(jax.vmap(one))(keys), np.int32)

@@ -1,0 +1,270 @@
+r"""The kernel family: features, second-moment matrices Σ, and kernel regression.
+
+One call signature for every estimator: a kernel maps the test input's features and the
+demonstrations' features to weights K(x_test, x_i), and
+
+.. math:: \hat y_n(y) = \frac{\sum_{i \le n} 1[y_i = y]\, K(x_{test}, x_i)}{\sum_{i \le n} K(x_{test}, x_i)}
+
+(prefix sums over i, so every n comes from one pass). Kernels:
+
+* ``gram``       φ(x) = vec(T_x), K = φᵀ G_l⁺ φ', G_l = Σ_{x ∈ (O∖δ)^l} φφᵀ (exact, unbiased).
+* ``pretrain``   K = φᵀ Σ_{p_pre,l}⁺ φ', Σ_{p,l} = Σ_x P(x | p) φφᵀ (the paper's Σ; exact by
+                 enumeration when the alphabet is tiny, else Monte Carlo).
+* ``task``       the same with p = the test task's start (Σ_{θ*,l}).
+* ``belief``     K = ⟨b(x), b(x')⟩, b(x) = p_preᵀ T_x / p_preᵀ T_x 1 (normalised belief).
+* ``predictive`` K = ⟨P(o|x), P(o|x')⟩, P(o|x) = b(x) B (the paper's Eq. 9).
+* ``belief``/``predictive`` with ``beta``: K = exp(β cos(f(x), f(x'))), β the inverse bandwidth.
+
+Signed kernels (the Σ family) can give negative weights and near-zero denominators: both are
+reported, never clipped. Row-major vec throughout: vec(A)[i d + j] = A[i, j].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, asdict
+from typing import NamedTuple
+
+import numpy as np
+
+from theory.errors import KernelError
+from theory.hmm import HMM, input_tokens
+
+KERNEL_NAMES = ("gram", "pretrain", "task", "belief", "predictive")
+MATRIX_KERNELS = ("gram", "pretrain", "task")
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A member of the kernel family. ``label`` names it in tables (e.g. ``belief:beta=20``)."""
+
+    name: str
+    beta: float | None = None
+    rtol: float = 1e-10
+    ridge: float = 0.0
+    mc_samples: int = 20000
+    enum_limit: int = 200000
+
+    @property
+    def label(self) -> str:
+        out = self.name
+        extras = []
+        if self.beta is not None:
+            extras.append(f"beta={self.beta:g}")
+        if self.name in MATRIX_KERNELS:
+            d = KernelSpec(self.name)
+            if self.rtol != d.rtol:
+                extras.append(f"rtol={self.rtol:g}")
+            if self.ridge != d.ridge:
+                extras.append(f"ridge={self.ridge:g}")
+            if self.name != "gram" and self.mc_samples != d.mc_samples:
+                extras.append(f"mc_samples={self.mc_samples}")
+        return out + (":" + ",".join(extras) if extras else "")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_kernel(text: str) -> KernelSpec:
+    """``name[:key=value,...]``, e.g. ``belief:beta=20`` or ``pretrain:ridge=1e-6,mc_samples=50000``."""
+    name, _, rest = text.strip().partition(":")
+    if name not in KERNEL_NAMES:
+        raise KernelError(f"unknown kernel {name!r}; expected one of {', '.join(KERNEL_NAMES)}")
+    kw = {}
+    for item in filter(None, rest.split(",")):
+        k, eq, v = item.partition("=")
+        if not eq or k not in ("beta", "rtol", "ridge", "mc_samples", "enum_limit"):
+            raise KernelError(f"bad kernel option {item!r} in {text!r}; expected beta=, rtol=, ridge=, mc_samples=")
+        try:
+            kw[k] = int(v) if k in ("mc_samples", "enum_limit") else float(v)
+        except ValueError:
+            raise KernelError(f"kernel option {k}={v!r} is not a number") from None
+    if "beta" in kw and name in MATRIX_KERNELS:
+        raise KernelError(f"beta (sharpening) applies to belief/predictive, not to {name!r}")
+    if kw.get("rtol", 0) < 0 or kw.get("ridge", 0) < 0:
+        raise KernelError(f"rtol and ridge must be >= 0 in {text!r}")
+    if kw.get("mc_samples", 1) < 1:
+        raise KernelError(f"mc_samples must be >= 1 in {text!r}")
+    return KernelSpec(name, **kw)
+
+
+# ---------------------------------------------------------------- block structure of T_x
+
+
+class Blocks(NamedTuple):
+    """States grouped into K equal task blocks of size b such that T is block diagonal.
+
+    ``order`` lists states block by block (``[K * b]``). With no such structure, K = 1, b = d.
+    """
+
+    order: np.ndarray
+    K: int
+    b: int
+
+
+def block_structure(hmm: HMM) -> Blocks:
+    T = np.asarray(hmm.T)
+    tos = np.asarray(hmm.task_of_state)
+    d = T.shape[0]
+    K = hmm.num_tasks
+    sizes = np.bincount(tos, minlength=K)
+    cross = tos[:, None] != tos[None, :]
+    if K > 1 and np.all(sizes == sizes[0]) and not np.any(T[cross] != 0):
+        return Blocks(np.argsort(tos, kind="stable"), K, int(sizes[0]))
+    return Blocks(np.arange(d), 1, d)
+
+
+def feature_dim(blocks: Blocks) -> int:
+    return blocks.K * blocks.b * blocks.b
+
+
+def restricted_to_full(blocks: Blocks, d: int) -> np.ndarray:
+    """Index map: restricted feature f -> position in the full row-major vec(T_x) (``[K b²]``)."""
+    o = blocks.order.reshape(blocks.K, blocks.b)
+    idx = o[:, :, None] * d + o[:, None, :]
+    return idx.reshape(-1)
+
+
+def operator_features(hmm: HMM, xs, blocks: Blocks | None = None, xp=np):
+    """φ(x) = vec(T_x) restricted to the block-diagonal support: ``[..., K b²]``.
+
+    Entries of vec(T_x) outside the task blocks are zero for x without delimiters (T is block
+    diagonal), so the restriction loses nothing. ``xp`` is numpy or jax.numpy. Padding (-1)
+    tokens act as the identity.
+    """
+    blocks = block_structure(hmm) if blocks is None else blocks
+    K, b = blocks.K, blocks.b
+    o = blocks.order.reshape(K, b)
+    T = xp.asarray(np.asarray(hmm.T)[o[:, :, None], o[:, None, :]])  # [K, b, b]
+    B = xp.asarray(np.asarray(hmm.B)[o])  # [K, b, m]
+    xs = xp.asarray(xs)
+    X = xp.broadcast_to(xp.eye(b, dtype=T.dtype), xs.shape[:-1] + (K, b, b))
+    for t in range(xs.shape[-1]):
+        tok = xs[..., t]
+        w = xp.moveaxis(B[..., xp.maximum(tok, 0)], (0, 1), (-2, -1))  # [..., K, b]
+        new = xp.einsum("...kij,...kj,kjl->...kil", X, w, T)
+        X = xp.where((tok >= 0)[..., None, None, None], new, X)
+    return X.reshape(xs.shape[:-1] + (K * b * b,))
+
+
+def belief_features(hmm: HMM, xs, xp=np):
+    """b(x) = p_preᵀ T_x / p_preᵀ T_x 1: the normalised next-state belief after x, ``[..., d]``."""
+    T = xp.asarray(np.asarray(hmm.T))
+    Bt = xp.asarray(np.asarray(hmm.B).T)
+    xs = xp.asarray(xs)
+    a = xp.broadcast_to(xp.asarray(np.asarray(hmm.p0)), xs.shape[:-1] + (T.shape[0],))
+    for t in range(xs.shape[-1]):
+        tok = xs[..., t]
+        new = (a * Bt[xp.maximum(tok, 0)]) @ T
+        new = new / new.sum(-1, keepdims=True)
+        a = xp.where((tok >= 0)[..., None], new, a)
+    return a
+
+
+def predictive_features(hmm: HMM, xs, xp=np):
+    """P(o | x) = b(x) B, the pretraining next-token distribution after x, ``[..., m]``."""
+    return belief_features(hmm, xs, xp) @ xp.asarray(np.asarray(hmm.B))
+
+
+# ---------------------------------------------------------------- Σ matrices
+
+
+def gram_matrix(hmm: HMM, length: int, blocks: Blocks | None = None) -> np.ndarray:
+    r"""G_l = Σ_{x ∈ (O∖δ)^l} φ(x) φ(x)ᵀ exactly, in the restricted basis (``[K b², K b²]``).
+
+    By the mixed-product rule, with g[a,c,i,j,k,l] = Σ_x T^a_x[i,j] T^c_x[k,l]:
+    g ← Σ_{j,l} (g ⊙ C^{ac})[…, j, …, l] T^a[j, J] T^c[l, L], where C^{ac}[j,l] = Σ_{o≠δ} B^a[j,o] B^c[l,o].
+    That is Q^l with Q = Σ_o M_o ⊗ M_o, computed block by block in O(l K² b⁵).
+    """
+    blocks = block_structure(hmm) if blocks is None else blocks
+    K, b = blocks.K, blocks.b
+    o = blocks.order.reshape(K, b)
+    T = np.asarray(hmm.T, float)[o[:, :, None], o[:, None, :]]
+    B = np.asarray(hmm.B, float)[o][..., input_tokens(hmm)]  # [K, b, m-1]
+    C = np.einsum("ajo,clo->acjl", B, B)
+    eye = np.eye(b)
+    g = np.broadcast_to(np.einsum("ij,kl->ijkl", eye, eye), (K, K, b, b, b, b)).copy()
+    for _ in range(length):
+        h = g * C[:, :, None, :, None, :]
+        g = np.einsum("acijkl,ajJ,clL->aciJkL".replace(" ", ""), h, T, T)
+    # (a,i,j) x (c,k,l)
+    return g.transpose(0, 2, 3, 1, 4, 5).reshape(K * b * b, K * b * b)
+
+
+def second_moment_from_samples(features: np.ndarray) -> tuple[np.ndarray, float]:
+    """Monte Carlo Σ = mean φφᵀ from ``[S, F]`` sampled features, and its relative standard error.
+
+    The error is ‖SE‖_F / ‖Σ‖_F with SE the per-entry standard error of the mean.
+    """
+    F = np.asarray(features, float)
+    S = F.shape[0]
+    Sigma = F.T @ F / S
+    # Var of each entry φ_a φ_b: E[(φ_a φ_b)^2] - Σ_ab^2
+    sq = (F * F).T @ (F * F) / S
+    var = np.maximum(sq - Sigma ** 2, 0.0)
+    rel = float(np.sqrt(var.sum() / max(S - 1, 1)) / max(np.linalg.norm(Sigma), 1e-300))
+    return Sigma, rel
+
+
+def second_moment_exact(hmm: HMM, start, length: int, blocks: Blocks | None = None) -> np.ndarray:
+    """Σ_{p,l} = Σ_{x ∈ (O∖δ)^l} P(x | p) φ(x) φ(x)ᵀ by enumeration (tiny alphabets only)."""
+    import itertools
+
+    alphabet = input_tokens(hmm)
+    xs = np.array(list(itertools.product(alphabet.tolist(), repeat=length)), dtype=np.int32)
+    phi = operator_features(hmm, xs, blocks)
+    full = restricted_to_full(block_structure(hmm) if blocks is None else blocks, hmm.num_states)
+    d = hmm.num_states
+    # P(x | p) = pᵀ T_x 1 from the restricted features (T_x is zero off the blocks).
+    vecT = np.zeros((xs.shape[0], d * d))
+    vecT[:, full] = phi
+    w = np.einsum("i,sij->s", np.asarray(start, float), vecT.reshape(-1, d, d))
+    return (phi * w[:, None]).T @ phi
+
+
+def psd_pinv(S: np.ndarray, rtol: float, ridge: float, what: str = "Sigma") -> tuple[np.ndarray, dict]:
+    """(S + ridge·λ_max·I)⁺ with eigenvalues below ``rtol``·λ_max dropped; info on conditioning.
+
+    Raises :class:`KernelError` when S is singular and neither a tolerance nor a ridge is set.
+    """
+    S = 0.5 * (S + S.T)
+    lam, V = np.linalg.eigh(S)
+    lmax = float(max(lam.max(), 0.0))
+    if lmax <= 0:
+        raise KernelError(f"{what} is zero; no kernel can be built from it")
+    eps_rank = lmax * S.shape[0] * np.finfo(float).eps
+    singular = bool(lam.min() <= eps_rank)
+    if singular and rtol == 0 and ridge == 0:
+        raise KernelError(f"{what} is singular (smallest eigenvalue {lam.min():.3g}, largest {lmax:.3g}); "
+                          "set a pinv tolerance (rtol=) or a ridge (ridge=)")
+    lam_r = lam + ridge * lmax
+    keep = lam_r > max(rtol * lmax, eps_rank if ridge == 0 else 0.0)
+    inv = (V[:, keep] / lam_r[keep]) @ V[:, keep].T
+    info = dict(rank=int(keep.sum()), dim=int(S.shape[0]), lambda_max=lmax, lambda_min=float(lam.min()),
+                pinv_norm=float(1.0 / lam_r[keep].min()), singular=singular)
+    return inv, info
+
+
+# ---------------------------------------------------------------- kernel regression
+
+
+def kernel_values_vector(f_test, f_demo, beta=None, xp=np):
+    """K(x_test, x_i) for vector features: ``f_test [..., F]``, ``f_demo [..., N, F]`` → ``[..., N]``."""
+    if beta is None:
+        return xp.einsum("...f,...nf->...n", f_test, f_demo)
+    nt = f_test / xp.linalg.norm(f_test, axis=-1, keepdims=True)
+    nd = f_demo / xp.linalg.norm(f_demo, axis=-1, keepdims=True)
+    cos = xp.einsum("...f,...nf->...n", nt, nd)
+    return xp.exp(beta * (cos - 1.0))  # = exp(β cos) / exp(β): the constant cancels in ŷ
+
+
+def kernel_regression(Kvals, label_idx, num_labels: int, grid, xp=np):
+    """ŷ_n for each n in ``grid``: ``Kvals [P, N]``, ``label_idx [P, N]`` (0..|Y|-1) → ``[G, P, |Y|]``.
+
+    Also returns the denominators ``[G, P]`` (Σ_{i≤n} K), so near-zero ones can be reported.
+    """
+    onehot = (label_idx[..., None] == xp.arange(num_labels)).astype(Kvals.dtype)
+    num = xp.cumsum(Kvals[..., None] * onehot, axis=1)  # [P, N, |Y|]
+    den = xp.cumsum(Kvals, axis=1)
+    idx = xp.asarray(grid) - 1
+    num_g = xp.moveaxis(num[:, idx], 1, 0)
+    den_g = xp.moveaxis(den[:, idx], 1, 0)
+    return num_g / den_g[..., None], den_g
