@@ -1,0 +1,204 @@
+"""Attention-as-kernel analysis: pure numpy functions over captured attention rows.
+
+Shapes: L layers, H heads, S prompt length, n demonstrations, N test points, C classes.
+Nothing here touches a model; every function is tested on synthetic arrays.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+WEIGHT_MODES = ("max", "at_y", "sum", "mean")
+SPAN_MODES = ("xy", "block")
+
+
+def kernel_weights(rows: np.ndarray, x_spans: np.ndarray, y_spans: np.ndarray, block_spans: np.ndarray | None = None,
+                   mode: str = "max", span: str = "xy", drop_sink: bool = False) -> np.ndarray:
+    r"""Kernel weight :math:`a_i` of each demonstration for every layer and head.
+
+    Args:
+      rows: ``[L, H, S]`` last-token attention rows (one prompt).
+      x_spans, y_spans: ``[n, 2]`` half-open token spans of x_i and y_i.
+      block_spans: ``[n, 2]`` whole demonstrations (``Input:`` … y_i), used when ``span="block"``.
+      mode: ``max`` (the paper: :math:`a_i = \max_{t \in [x_i, y_i]} A_t`), ``at_y`` (attention on
+        y_i's first token), ``sum`` or ``mean`` over the span.
+      span: ``xy`` = from x_i's first token to y_i's last (template tokens in between included),
+        ``block`` = the whole demonstration including its ``Input:`` prefix.
+      drop_sink: ignore position 0 (the attention sink) wherever a span covers it.
+
+    Returns ``[L, H, n]``.
+    """
+    if mode not in WEIGHT_MODES:
+        raise ValueError(f"weight mode {mode!r}; expected one of {WEIGHT_MODES}")
+    if span not in SPAN_MODES:
+        raise ValueError(f"span {span!r}; expected one of {SPAN_MODES}")
+    rows = np.asarray(rows, dtype=np.float64)
+    if drop_sink:
+        rows = rows.copy()
+        rows[..., 0] = 0.0
+    n = len(x_spans)
+    out = np.zeros(rows.shape[:-1] + (n,))
+    for i in range(n):
+        if mode == "at_y":
+            out[..., i] = rows[..., y_spans[i, 0]]
+            continue
+        a = block_spans[i, 0] if span == "block" else x_spans[i, 0]
+        b = y_spans[i, 1]
+        seg = rows[..., a:b]
+        out[..., i] = seg.max(-1) if mode == "max" else seg.sum(-1) if mode == "sum" else seg.mean(-1)
+    return out
+
+
+def reconstruct(weights: np.ndarray, demo_labels: np.ndarray, n_classes: int) -> np.ndarray:
+    r""":math:`\tilde y = \arg\max_y \sum_i a_i e(y_i)[y]` for every layer and head.
+
+    ``weights[..., n]``, ``demo_labels[n]`` -> ``[...]`` int. Ties go to the lower class index
+    (``np.argmax``); with all-zero weights that is class 0.
+    """
+    onehot = np.eye(n_classes)[np.asarray(demo_labels)]
+    return np.argmax(np.asarray(weights) @ onehot, axis=-1)
+
+
+def head_accuracy(recon: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``recon[N, L, H]`` vs ``target[N]`` -> fraction equal per head ``[L, H]``."""
+    return (np.asarray(recon) == np.asarray(target)[:, None, None]).mean(0)
+
+
+class HeadChoice(NamedTuple):
+    layer: int
+    head: int
+    select_agreement: float
+
+
+def select_head(agreement: np.ndarray) -> HeadChoice:
+    """The head with the highest agreement (ỹ vs ŷ) on the selection items; first in (layer, head) order on ties."""
+    flat = int(np.argmax(agreement))
+    l, h = np.unravel_index(flat, agreement.shape)
+    return HeadChoice(int(l), int(h), float(agreement[l, h]))
+
+
+def selection_split(n_items: int, n_select: int = 700, n_heldout: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """Item indices for head selection and held-out evaluation (the paper's 700 / 300).
+
+    With fewer than ``n_select + n_heldout`` items the selection part keeps its share 700/1000 of
+    them (SST-2's 872 items: 610 / 262) so the held-out part is never empty.
+    """
+    if n_items < 2:
+        raise ValueError(f"{n_items} test points; expected at least 2 to split into selection and held-out")
+    if n_items >= n_select + n_heldout:
+        ns, nh = n_select, n_heldout
+    else:
+        ns = max(1, min(n_items - 1, int(round(n_items * n_select / (n_select + n_heldout)))))
+        nh = n_items - ns
+    idx = np.arange(n_items)
+    return idx[:ns], idx[ns:ns + nh]
+
+
+def rescale(values: np.ndarray, length: int) -> np.ndarray:
+    """Linear interpolation of the last axis onto ``length`` evenly spaced points (end points kept)."""
+    values = np.asarray(values, dtype=np.float64)
+    m = values.shape[-1]
+    if m == length:
+        return values.copy()
+    if m == 1:
+        return np.repeat(values, length, axis=-1)
+    src = np.linspace(0.0, 1.0, m)
+    dst = np.linspace(0.0, 1.0, length)
+    flat = values.reshape(-1, m)
+    return np.stack([np.interp(dst, src, r) for r in flat]).reshape(values.shape[:-1] + (length,))
+
+
+def aligned_map(rows: np.ndarray, x_spans: np.ndarray, y_spans: np.ndarray, test_span: np.ndarray,
+                query_pos: int, x_len: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """Fig. 2 alignment of one prompt's attention rows ``[L, H, S]``.
+
+    Segments, in order: the prefix before x_1; for each demonstration x_i linearly rescaled to
+    ``x_len`` positions followed by the tokens up to the next x (``Output:``, y_i, separator,
+    ``Input:``) kept as they are; then x_test rescaled to ``x_len`` and the tail up to the query.
+    Template segments have the same length in every prompt when label words are single tokens, so
+    aligned maps of different prompts can be averaged position by position.
+
+    Returns the aligned rows ``[L, H, T]`` and a code per aligned position ``[T]``:
+    0 template, 1 x_i, 2 x_test, 3 y_i.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    starts = [int(v) for v in x_spans[:, 0]] + [int(test_span[0])]
+    ends = [int(v) for v in x_spans[:, 1]] + [int(test_span[1])]
+    ypos = set()
+    for a, b in np.asarray(y_spans).reshape(-1, 2):
+        ypos.update(range(int(a), int(b)))
+    pieces = [rows[..., :starts[0]]]
+    codes = [0] * starts[0]
+    for i in range(len(starts)):
+        pieces.append(rescale(rows[..., starts[i]:ends[i]], x_len))
+        codes += [2 if i == len(starts) - 1 else 1] * x_len
+        nxt = starts[i + 1] if i + 1 < len(starts) else query_pos + 1
+        pieces.append(rows[..., ends[i]:nxt])
+        codes += [3 if t in ypos else 0 for t in range(ends[i], nxt)]
+    return np.concatenate(pieces, axis=-1), np.asarray(codes)
+
+
+def pearson_per_head(attn: np.ndarray, sim: np.ndarray) -> np.ndarray:
+    """Pearson r between a head's attention on sample i and sim(x_test, x_i), pooled over all
+    (test point, sample) pairs. ``attn[N, L, H, n]``, ``sim[N, n]`` -> ``[L, H]`` (nan where constant)."""
+    a = np.asarray(attn, dtype=np.float64)
+    N, L, H, n = a.shape
+    a = a.transpose(1, 2, 0, 3).reshape(L, H, N * n)
+    s = np.asarray(sim, dtype=np.float64).reshape(N * n)
+    a = a - a.mean(-1, keepdims=True)
+    s = s - s.mean()
+    num = (a * s).sum(-1)
+    den = np.sqrt((a * a).sum(-1) * (s * s).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def prediction_similarity(p_test: np.ndarray, p_demo: np.ndarray) -> np.ndarray:
+    """sim(x_test, x_i) = P(o|x_test)ᵀ P(o|x_i). ``p_test[N, V]``, ``p_demo[N, n, V]`` -> ``[N, n]``."""
+    return np.einsum("nv,niv->ni", p_test, p_demo)
+
+
+def ridge_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                lam: float = 0.01) -> float:
+    r"""Accuracy of a one-hot multi-output ridge classifier (λ = ``lam``, intercept not penalised).
+
+    Solves :math:`W = (X^\top X + \lambda I)^{-1} X^\top Y` on centred features and targets; the
+    prediction is the argmax over the classes seen in training. Test labels unseen in training count
+    as errors.
+    """
+    x_train = np.asarray(x_train, dtype=np.float64)
+    x_test = np.asarray(x_test, dtype=np.float64)
+    classes, yi = np.unique(np.asarray(y_train), return_inverse=True)
+    Y = np.eye(len(classes))[yi]
+    mx, my = x_train.mean(0), Y.mean(0)
+    Xc = x_train - mx
+    d = Xc.shape[1]
+    W = np.linalg.solve(Xc.T @ Xc + lam * np.eye(d), Xc.T @ (Y - my))
+    pred = classes[np.argmax((x_test - mx) @ W + my, axis=1)]
+    return float(np.mean(pred == np.asarray(y_test)))
+
+
+def kernel_regression(emb_test: np.ndarray, emb_demo: np.ndarray, demo_labels: np.ndarray, n_classes: int,
+                      tau: float = 0.1) -> np.ndarray:
+    r"""Nadaraya–Watson prediction with a softmax-of-cosine kernel over each item's own demonstrations.
+
+    :math:`\hat y = \arg\max_y \sum_i \exp(\cos(e_{test}, e_i)/\tau)\, e(y_i)[y]`.
+    ``emb_test[N, D]``, ``emb_demo[N, n, D]``, ``demo_labels[N, n]`` -> ``[N]``.
+    """
+    et = emb_test / np.linalg.norm(emb_test, axis=-1, keepdims=True)
+    ed = emb_demo / np.linalg.norm(emb_demo, axis=-1, keepdims=True)
+    cos = np.einsum("nd,nid->ni", et, ed)
+    w = np.exp((cos - cos.max(-1, keepdims=True)) / tau)
+    votes = np.einsum("ni,nic->nc", w, np.eye(n_classes)[np.asarray(demo_labels)])
+    return np.argmax(votes, axis=-1)
+
+
+def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of a 0/1 vector."""
+    correct = np.asarray(correct, dtype=np.float64)
+    if correct.size == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = correct[rng.integers(0, correct.size, size=(n_boot, correct.size))].mean(1)
+    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
