@@ -36,24 +36,26 @@ def fill_model(abstract, table: Table, tensors: Iterable[tuple[str, np.ndarray]]
             if name.endswith(IGNORED_SUFFIXES):
                 continue
             raise CheckpointError(f"unexpected tensor {name!r} in {source}; not in the {_arch(table)} weight table")
+        if table[name] is None:
+            continue
         if name in seen:
             raise CheckpointError(f"tensor {name!r} appears twice in {source}")
         path, transform = table[name]
         var = params[path]
         value = transform(array)
-        if tuple(value.shape) != tuple(var.value.shape):
+        if tuple(value.shape) != tuple(var.get_value().shape):
             raise CheckpointError(
                 f"tensor {name!r} in {source} has shape {tuple(array.shape)}; expected "
-                f"{_expected_ckpt_shape(transform, var.value.shape)} for this config")
+                f"{_expected_ckpt_shape(transform, var.get_value().shape)} for this config")
         by_path[path] = jnp.asarray(value, dtype=dtype)
         seen.add(name)
         del value, array
-    missing = [n for n in table if n not in seen]
+    missing = [n for n in table if n not in seen and table[n] is not None]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise CheckpointError(f"tensor {missing[0]!r}{more} missing from {source}")
     for path, var in params.items():
-        var.value = by_path[path]
+        var.set_value(by_path[path])
     return nnx.merge(graphdef, state)
 
 

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 Transform = Callable[[np.ndarray], np.ndarray]
-Table = dict[str, tuple[tuple, Transform]]
+Table = dict[str, tuple[tuple, Transform] | None]  # None: a known name to skip
 
 
 def as_is(w: np.ndarray) -> np.ndarray:
@@ -44,8 +44,8 @@ def hf_llama(cfg) -> Table:
         "model.embed_tokens.weight": (("embed_tokens", "embedding"), as_is),
         "model.norm.weight": (("norm", "weight"), as_is),
     }
-    if not cfg.tie_word_embeddings:
-        table["lm_head.weight"] = (("lm_head", "kernel"), linear)
+    # A tied checkpoint may still carry a copy of the embedding as lm_head.weight: skip it.
+    table["lm_head.weight"] = None if cfg.tie_word_embeddings else (("lm_head", "kernel"), linear)
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
         table[p + "input_layernorm.weight"] = (("layers", i, "input_layernorm", "weight"), as_is)

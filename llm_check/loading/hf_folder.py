@@ -1,0 +1,188 @@
+"""Hugging Face checkpoint folders: ``config.json`` + safetensors or PyTorch ``.bin`` weights,
+one file or sharded with an index. Tensors stream one at a time (safetensors through a
+read-only memory map, ``.bin`` through ``torch.load(mmap=True)``), so a 6B model loads in bf16
+without a second full copy in host memory.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import struct
+
+import numpy as np
+
+from llm_check.errors import CheckpointError, ConfigError, ModelLoadError, UnsupportedModelError
+from llm_check.loading import tables
+from llm_check.loading.assemble import abstract_model, fill_model
+
+SUPPORTED_MODEL_TYPES = ("llama", "gptj")
+
+
+def read_config(folder: pathlib.Path) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"folder {folder} has no config.json; expected a Hugging Face checkpoint folder")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def _need(raw: dict, key: str, source):
+    if key not in raw:
+        raise ConfigError(f"{source} lacks {key!r}; expected it for model_type {raw.get('model_type')!r}")
+    return raw[key]
+
+
+def config_from_hf(raw: dict, source):
+    """LlamaConfig or GPTJConfig from a transformers ``config.json`` dict."""
+    if raw.get("quantization_config"):
+        method = raw["quantization_config"].get("quant_method", "?")
+        raise UnsupportedModelError(f"{source} is quantised ({method}); expected unquantised float weights")
+    model_type = raw.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedModelError(f"model_type {model_type!r} in {source}; expected one of {list(SUPPORTED_MODEL_TYPES)}")
+    if model_type == "gptj":
+        from llm_check.models.gptj import GPTJConfig
+
+        rope = raw.get("rope_parameters") or {}
+        return GPTJConfig(
+            vocab_size=int(_need(raw, "vocab_size", source)),
+            n_positions=int(raw.get("n_positions", 2048)),
+            n_embd=int(_need(raw, "n_embd", source)),
+            n_layer=int(_need(raw, "n_layer", source)),
+            n_head=int(_need(raw, "n_head", source)),
+            rotary_dim=raw.get("rotary_dim", 64),
+            n_inner=raw.get("n_inner"),
+            activation_function=raw.get("activation_function", "gelu_new"),
+            layer_norm_epsilon=float(raw.get("layer_norm_epsilon", 1e-5)),
+            rope_theta=float(rope.get("rope_theta", 10000.0)),
+        )
+    from llm_check.models.llama import LlamaConfig
+
+    n_head = int(_need(raw, "num_attention_heads", source))
+    d = int(_need(raw, "hidden_size", source))
+    rope = dict(raw.get("rope_parameters") or {})
+    scaling = raw.get("rope_scaling") or rope
+    theta = rope.get("rope_theta", raw.get("rope_theta", 10000.0))
+    rope_type = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if rope_type in (None, "default"):
+        rope_scaling = None
+    elif rope_type == "llama3":
+        rope_scaling = ("llama3", float(scaling["factor"]), float(scaling["low_freq_factor"]),
+                        float(scaling["high_freq_factor"]), float(scaling["original_max_position_embeddings"]))
+    else:
+        raise UnsupportedModelError(f"rope type {rope_type!r} in {source}; expected 'default' or 'llama3'")
+    if raw.get("partial_rotary_factor", 1.0) != 1.0:
+        raise UnsupportedModelError(f"partial_rotary_factor={raw['partial_rotary_factor']} in {source}; expected 1.0")
+    return LlamaConfig(
+        vocab_size=int(_need(raw, "vocab_size", source)),
+        hidden_size=d,
+        intermediate_size=int(_need(raw, "intermediate_size", source)),
+        num_hidden_layers=int(_need(raw, "num_hidden_layers", source)),
+        num_attention_heads=n_head,
+        num_key_value_heads=int(raw.get("num_key_value_heads") or n_head),
+        head_dim=int(raw.get("head_dim") or d // n_head),
+        max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
+        rope_theta=float(theta),
+        rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        attention_bias=bool(raw.get("attention_bias", False)),
+        mlp_bias=bool(raw.get("mlp_bias", False)),
+        rope_scaling=rope_scaling,
+    )
+
+
+def weight_files(folder: pathlib.Path) -> list[pathlib.Path]:
+    """Weight files in load order: a sharded index wins over a single file; safetensors over .bin."""
+    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
+                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+        index = folder / index_name
+        if index.is_file():
+            weight_map = json.loads(index.read_text()).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise CheckpointError(f"{index} has no 'weight_map'; expected a sharded checkpoint index")
+            files = [folder / f for f in dict.fromkeys(weight_map.values())]
+            for f in files:
+                if not f.is_file():
+                    raise CheckpointError(f"shard {f.name} listed in {index_name} is missing from {folder}")
+            return files
+        if (folder / single).is_file():
+            return [folder / single]
+    raise CheckpointError(f"folder {folder} has no model.safetensors or pytorch_model.bin (single or sharded)")
+
+
+_ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
+              "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def safetensors_tensors(path: pathlib.Path):
+    """Yield ``(name, array)`` from a .safetensors file as read-only memmap views (BF16 via ml_dtypes)."""
+    import ml_dtypes
+
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path} is too short to be a safetensors file")
+        (n,) = struct.unpack("<Q", head)
+        try:
+            header = json.loads(fh.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError, MemoryError, OverflowError):
+            raise CheckpointError(f"{path} has an unreadable safetensors header") from None
+    header.pop("__metadata__", None)
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n)
+    for name, info in header.items():
+        kind = info["dtype"]
+        dt = ml_dtypes.bfloat16 if kind == "BF16" else _ST_DTYPES.get(kind)
+        if dt is None:
+            raise UnsupportedModelError(f"tensor {name!r} in {path.name} has dtype {kind}; expected F32/F16/BF16")
+        start, end = info["data_offsets"]
+        yield name, data[start:end].view(dt).reshape(info["shape"])
+
+
+def torch_bin_tensors(path: pathlib.Path):
+    """Yield ``(name, numpy array)`` from a PyTorch .bin file (needs the torch extra)."""
+    try:
+        import torch
+    except ImportError:
+        raise UnsupportedModelError(
+            f"{path.name} is a PyTorch checkpoint and torch is not installed; install torch==2.13.0 "
+            "or convert the folder to safetensors") from None
+    import ml_dtypes
+
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    for name in list(state):
+        t = state.pop(name)
+        if t.dtype == torch.bfloat16:
+            yield name, t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        else:
+            yield name, t.numpy()
+        del t
+
+
+def stream_tensors(files):
+    for f in files:
+        reader = safetensors_tensors if f.suffix == ".safetensors" else torch_bin_tensors
+        yield from reader(f)
+
+
+def load_hf_folder(folder, dtype):
+    """(model, config, tokenizer or None) from a Hugging Face checkpoint folder."""
+    from llm_check.tokenizer import tokenizer_from_file
+
+    folder = pathlib.Path(folder)
+    raw = read_config(folder)
+    source = str(folder / "config.json")
+    cfg = config_from_hf(raw, source)
+    files = weight_files(folder)
+    if cfg.architecture == "gptj":
+        from llm_check.models.gptj import GPTJModel as cls
+        table = tables.hf_gptj(cfg)
+    else:
+        from llm_check.models.llama import LlamaModel as cls
+        table = tables.hf_llama(cfg)
+    model = fill_model(abstract_model(cls, cfg, dtype), table, stream_tensors(files), dtype,
+                       f"{folder}")
+    tok_file = folder / "tokenizer.json"
+    tokenizer = tokenizer_from_file(tok_file) if tok_file.is_file() else None
+    return model, cfg, tokenizer
