@@ -98,5 +98,6 @@ def load_gguf(path, dtype):
     cfg = config_from_gguf(reader, source)
     model = fill_model(abstract_model(LlamaModel, cfg, dtype), tables.gguf_llama(cfg),
                        dequantized_tensors(reader, source), dtype, source)
-    tokenizer = _tokenizer_from_reader(reader, source)
+    has_vocab = reader.fields.get("tokenizer.ggml.model") is not None
+    tokenizer = _tokenizer_from_reader(reader, source) if has_vocab else None
     return model, cfg, tokenizer

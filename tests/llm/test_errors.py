@@ -1,0 +1,215 @@
+"""Bad input gives one typed, one-line error naming the problem (no torch needed)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from llm_check import errors
+from llm_check.loading.export import save_gguf, save_hf_folder
+from llm_check.models import forward, load_model
+from llm_check.models.gptj import GPTJConfig, GPTJModel
+from llm_check.models.llama import LlamaConfig, LlamaModel
+
+LLAMA = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                    max_position_embeddings=16, rope_theta=1e4)
+GPTJ = GPTJConfig(vocab_size=50, n_positions=16, n_embd=32, n_layer=2, n_head=4, rotary_dim=4)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return LlamaModel(LLAMA, rngs=nnx.Rngs(0))
+
+
+@pytest.fixture
+def folder(llama, tmp_path):
+    return save_hf_folder(llama, tmp_path / "ckpt")
+
+
+def _one_line(exc_info, *needles):
+    msg = str(exc_info.value)
+    assert "\n" not in msg and isinstance(exc_info.value, ValueError)
+    for n in needles:
+        assert n in msg, msg
+
+
+def _edit_config(folder, **changes):
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(changes)
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+def _rewrite_weights(folder, edit):
+    from safetensors.numpy import load_file, save_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    edit(state)
+    save_file(state, str(folder / "model.safetensors"))
+
+
+def test_folder_without_config(folder):
+    (folder / "config.json").unlink()
+    with pytest.raises(errors.ConfigError) as e:
+        load_model(str(folder))
+    _one_line(e, "config.json")
+
+
+def test_folder_without_weights(folder):
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(errors.CheckpointError) as e:
+        load_model(str(folder))
+    _one_line(e, "model.safetensors")
+
+
+def test_config_with_more_layers_than_weights(folder):
+    _edit_config(folder, num_hidden_layers=3)
+    with pytest.raises(errors.CheckpointError) as e:
+        load_model(str(folder))
+    _one_line(e, "model.layers.2.", "missing")
+
+
+def test_config_with_wrong_width(folder):
+    _edit_config(folder, intermediate_size=64)
+    with pytest.raises(errors.CheckpointError) as e:
+        load_model(str(folder))
+    _one_line(e, "shape", "(32, 48)" if "down_proj" in str(e.value) else "(48, 32)", "64")
+
+
+def test_config_of_another_architecture(folder):
+    _edit_config(folder, model_type="gptj", n_embd=32, n_layer=2, n_head=4, rotary_dim=4)
+    with pytest.raises(errors.CheckpointError) as e:
+        load_model(str(folder))
+    _one_line(e, "unexpected tensor", "GPT-J")
+
+
+def test_missing_tensor(folder):
+    _rewrite_weights(folder, lambda s: s.pop("model.layers.1.mlp.up_proj.weight"))
+    with pytest.raises(errors.CheckpointError) as e:
+        load_model(str(folder))
+    _one_line(e, "model.layers.1.mlp.up_proj.weight", "missing")
+
+
+def test_unexpected_tensor(folder):
+    _rewrite_weights(folder, lambda s: s.update({"model.layers.0.extra.weight": np.zeros(3, np.float32)}))
+    with pytest.raises(errors.CheckpointError) as e:
+        load_model(str(folder))
+    _one_line(e, "model.layers.0.extra.weight", "unexpected")
+
+
+def test_wrong_shape(folder):
+    _rewrite_weights(folder, lambda s: s.update({"model.norm.weight": np.ones(31, np.float32)}))
+    with pytest.raises(errors.CheckpointError) as e:
+        load_model(str(folder))
+    _one_line(e, "model.norm.weight", "(31,)", "(32,)")
+
+
+def test_unsupported_architecture(folder):
+    _edit_config(folder, model_type="gpt2")
+    with pytest.raises(errors.UnsupportedModelError) as e:
+        load_model(str(folder))
+    _one_line(e, "'gpt2'", "llama")
+
+
+def test_quantised_folder(folder):
+    _edit_config(folder, quantization_config={"quant_method": "bitsandbytes"})
+    with pytest.raises(errors.UnsupportedModelError) as e:
+        load_model(str(folder))
+    _one_line(e, "bitsandbytes")
+
+
+def test_unsupported_rope_type(folder):
+    _edit_config(folder, rope_scaling={"rope_type": "yarn", "factor": 4.0})
+    with pytest.raises(errors.UnsupportedModelError) as e:
+        load_model(str(folder))
+    _one_line(e, "'yarn'")
+
+
+def test_missing_shard(llama, tmp_path):
+    folder = save_hf_folder(llama, tmp_path / "sharded", n_shards=3)
+    next(folder.glob("model-00002-*.safetensors")).unlink()
+    with pytest.raises(errors.CheckpointError) as e:
+        load_model(str(folder))
+    _one_line(e, "model-00002-of-00003.safetensors")
+
+
+def test_unknown_model_name():
+    with pytest.raises(errors.ModelLoadError) as e:
+        load_model("no-such-model-anywhere")
+    _one_line(e, "no-such-model-anywhere")
+
+
+def test_bad_dtype(folder):
+    with pytest.raises(errors.UnsupportedModelError) as e:
+        load_model(str(folder), dtype="int8")
+    _one_line(e, "int8")
+
+
+def test_gguf_unsupported_quantisation(llama, tmp_path):
+    import gguf
+
+    bs, ts = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_1]
+    raw = np.zeros((1, ts), dtype=np.uint8)
+    path = save_gguf(llama, tmp_path / "q.gguf", extra_tensors={"blk.0.extra.weight": (raw, gguf.GGMLQuantizationType.Q8_1)})
+    with pytest.raises(errors.UnsupportedModelError) as e:
+        load_model(str(path))
+    _one_line(e, "Q8_1", "blk.0.extra.weight")
+
+
+def test_gguf_unsupported_architecture(llama, tmp_path):
+    import gguf
+
+    path = tmp_path / "other.gguf"
+    w = gguf.GGUFWriter(str(path), "mamba")
+    w.add_tensor("x", np.zeros(4, np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    with pytest.raises(errors.UnsupportedModelError) as e:
+        load_model(str(path))
+    _one_line(e, "'mamba'")
+
+
+def test_not_a_gguf(tmp_path):
+    path = tmp_path / "junk.gguf"
+    path.write_bytes(b"not a gguf file at all" * 10)
+    with pytest.raises(errors.ModelLoadError) as e:
+        load_model(str(path))
+    _one_line(e, "junk.gguf")
+
+
+@pytest.mark.parametrize("cfg,cls", [(LLAMA, LlamaModel), (GPTJ, GPTJModel)])
+def test_prompt_longer_than_context(cfg, cls):
+    model = cls(cfg, rngs=nnx.Rngs(1))
+    with pytest.raises(errors.PromptTooLongError) as e:
+        forward(model, np.zeros((1, 17), np.int32))
+    _one_line(e, "17", "16")
+
+
+@pytest.mark.parametrize("pos", [-1, 9, 100])
+def test_capture_position_outside_sequence(llama, pos):
+    with pytest.raises(errors.CapturePositionError) as e:
+        forward(llama, np.zeros((2, 9), np.int32), capture_positions=[[0], [pos]])
+    _one_line(e, str(pos), "item 1")
+
+
+def test_capture_position_on_padding(llama):
+    mask = np.array([[1] * 9, [1] * 5 + [0] * 4], bool)
+    with pytest.raises(errors.CapturePositionError) as e:
+        forward(llama, np.zeros((2, 9), np.int32), mask, capture_positions=[[8], [6]])
+    _one_line(e, "6", "padding", "5 real tokens")
+
+
+def test_capture_positions_wrong_batch(llama):
+    with pytest.raises(errors.CapturePositionError) as e:
+        forward(llama, np.zeros((2, 9), np.int32), capture_positions=np.zeros((3, 1), np.int32))
+    _one_line(e, "(3, 1)")
+
+
+def test_cli_reports_one_line_and_exit_2(tmp_path, capsys):
+    from icl_kernel.cli import main
+
+    assert main(["model-info", "--model", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nowhere" in err and err.startswith("icl-kernel model-info: error:")
