@@ -12,6 +12,7 @@ from ``fold_in``, so prompts are reproducible one by one.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -106,21 +107,28 @@ def sample_prompts(key, hmm: HMM, labels, num_prompts: int, num_demos: int, leng
         raise ValueError(f"input length {length}, expected l >= 1")
     if label_mode not in ("sample", "argmax"):
         raise ValueError(f"label mode {label_mode!r}, expected 'sample' or 'argmax'")
-    K = hmm.num_tasks
     labels = jnp.asarray(labels, jnp.int32)
-    starts = jnp.asarray(hmm.task_start, jnp.float64)
+    task_arr = jnp.int32(-1 if task is None else task)
+    xs, ys, th = _sample_prompts_jit(key, hmm, labels, task_arr, jnp.arange(start, start + num_prompts),
+                                     num_demos, length, label_mode)
+    xs, ys = np.asarray(xs), np.asarray(ys)
+    return Prompts(xs[:, :-1], ys[:, :-1], xs[:, -1], ys[:, -1], np.asarray(th, np.int32))
 
-    def one_prompt(idx):
-        kp = jax.random.fold_in(key, idx)
+
+@partial(jax.jit, static_argnums=(5, 6, 7))
+def _sample_prompts_jit(key, hmm, labels, task, idx, num_demos, length, label_mode):
+    K = hmm.task_start.shape[0]
+    starts = hmm.task_start
+
+    def one_prompt(i):
+        kp = jax.random.fold_in(key, i)
         kt, kd = jax.random.split(kp)
-        th = jax.random.randint(kt, (), 0, K) if task is None else jnp.int32(task)
+        th = jnp.where(task < 0, jax.random.randint(kt, (), 0, K), task)
         keys = jax.vmap(lambda j: jax.random.fold_in(kd, j))(jnp.arange(num_demos + 1))
         xs, ys = jax.vmap(lambda k: sample_inputs(k, hmm, starts[th], length, labels, label_mode))(keys)
         return xs, ys, th
 
-    xs, ys, th = jax.jit(jax.vmap(one_prompt))(jnp.arange(start, start + num_prompts))
-    xs, ys = np.asarray(xs), np.asarray(ys)
-    return Prompts(xs[:, :-1], ys[:, :-1], xs[:, -1], ys[:, -1], np.asarray(th, np.int32))
+    return jax.vmap(one_prompt)(idx)
 
 
 def sample_documents(key, hmm: HMM, num_docs: int, length: int) -> np.ndarray:

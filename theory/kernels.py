@@ -133,8 +133,8 @@ def operator_features(hmm: HMM, xs, blocks: Blocks | None = None, xp=np):
     blocks = block_structure(hmm) if blocks is None else blocks
     K, b = blocks.K, blocks.b
     o = blocks.order.reshape(K, b)
-    T = xp.asarray(np.asarray(hmm.T)[o[:, :, None], o[:, None, :]])  # [K, b, b]
-    B = xp.asarray(np.asarray(hmm.B)[o])  # [K, b, m]
+    T = xp.asarray(hmm.T)[o[:, :, None], o[:, None, :]]  # [K, b, b]
+    B = xp.asarray(hmm.B)[o]  # [K, b, m]
     xs = xp.asarray(xs)
     X = xp.broadcast_to(xp.eye(b, dtype=T.dtype), xs.shape[:-1] + (K, b, b))
     for t in range(xs.shape[-1]):
@@ -147,10 +147,10 @@ def operator_features(hmm: HMM, xs, blocks: Blocks | None = None, xp=np):
 
 def belief_features(hmm: HMM, xs, xp=np):
     """b(x) = p_preᵀ T_x / p_preᵀ T_x 1: the normalised next-state belief after x, ``[..., d]``."""
-    T = xp.asarray(np.asarray(hmm.T))
-    Bt = xp.asarray(np.asarray(hmm.B).T)
+    T = xp.asarray(hmm.T)
+    Bt = xp.asarray(hmm.B).T
     xs = xp.asarray(xs)
-    a = xp.broadcast_to(xp.asarray(np.asarray(hmm.p0)), xs.shape[:-1] + (T.shape[0],))
+    a = xp.broadcast_to(xp.asarray(hmm.p0), xs.shape[:-1] + (T.shape[0],))
     for t in range(xs.shape[-1]):
         tok = xs[..., t]
         new = (a * Bt[xp.maximum(tok, 0)]) @ T
@@ -161,7 +161,7 @@ def belief_features(hmm: HMM, xs, xp=np):
 
 def predictive_features(hmm: HMM, xs, xp=np):
     """P(o | x) = b(x) B, the pretraining next-token distribution after x, ``[..., m]``."""
-    return belief_features(hmm, xs, xp) @ xp.asarray(np.asarray(hmm.B))
+    return belief_features(hmm, xs, xp) @ xp.asarray(hmm.B)
 
 
 # ---------------------------------------------------------------- Σ matrices
