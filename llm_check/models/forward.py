@@ -123,3 +123,25 @@ def _forward_jit(graphdef, state, input_ids, attention_mask, capture_positions, 
         v_all=jnp.stack(v_all) if capture_kv_all else None,
         hidden=hidden if return_hidden else None,
     )
+
+
+def pad_batch(token_lists, pad_id: int = 0, multiple: int = 64, min_batch: int = 1):
+    """Right-pad token id lists into ``(ids [B, S] int32, mask [B, S] bool, last [B, 1] int32)``.
+
+    S is rounded up to a multiple of ``multiple`` and B up to ``min_batch`` (extra rows are all
+    pad with one real token) so that batches of similar size reuse one compiled forward.
+    ``last`` holds each row's last real position (the default capture position).
+    """
+    lengths = [len(t) for t in token_lists]
+    if not lengths or min(lengths) == 0:
+        raise InputError("pad_batch got an empty prompt; expected at least one token per prompt")
+    B = max(len(lengths), min_batch)
+    S = -(-max(lengths) // multiple) * multiple
+    ids = np.full((B, S), pad_id, dtype=np.int32)
+    mask = np.zeros((B, S), dtype=bool)
+    mask[:, 0] = True
+    for b, toks in enumerate(token_lists):
+        ids[b, :len(toks)] = toks
+        mask[b, :len(toks)] = True
+    last = (mask.sum(1, keepdims=True) - 1).astype(np.int32)
+    return ids, mask, last

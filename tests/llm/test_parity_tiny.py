@@ -142,3 +142,17 @@ def test_bfloat16_close_to_float32(tmp_path):
     scale = np.abs(ref_logits).max()
     assert np.abs(np.asarray(out.logits[0]) - ref_logits[0]).max() < 0.05 * scale
     assert np.abs(np.asarray(out.patterns[:, 0, :, 0]) - np.stack([a[0, :, -1] for a in ref_att])).max() < 0.05
+
+
+def test_llama3_rope_frequencies_match_transformers():
+    import transformers
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from llm_check.loading.hf_folder import config_from_hf
+
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192, "rope_theta": 500000.0}
+    hf_cfg = transformers.LlamaConfig(hidden_size=4096, num_attention_heads=32, rope_parameters=scaling)
+    ref, _ = ROPE_INIT_FUNCTIONS["llama3"](hf_cfg, "cpu")
+    ours = config_from_hf(hf_cfg.to_dict(), "test").inv_freq()
+    np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-6)
