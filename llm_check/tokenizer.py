@@ -93,3 +93,17 @@ def tokenizer_from_file(path) -> "tokenizers.Tokenizer":  # noqa: F821
         return Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
         raise TokenizerError(f"{path} is not a valid tokenizer.json ({exc})") from None
+
+
+def tokenizer_from_vocab_merges(vocab_json, merges_txt) -> "tokenizers.Tokenizer":  # noqa: F821
+    """GPT-2 byte-level BPE (GPT-J's tokenizer) from ``vocab.json`` + ``merges.txt``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    try:
+        bpe = models.BPE.from_file(str(vocab_json), str(merges_txt))
+    except Exception as exc:  # tokenizers raises a bare Exception on bad files
+        raise TokenizerError(f"cannot read {vocab_json} / {merges_txt} as GPT-2 BPE files ({exc})") from None
+    tok = Tokenizer(bpe)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok

@@ -88,16 +88,32 @@ def dequantized_tensors(reader, source: str):
         yield t.name, np.asarray(arr, dtype=np.float32)
 
 
+def gguf_tokenizer(reader, path: pathlib.Path):
+    """Byte-level BPE from the metadata; otherwise a tokenizer.json beside the file; None if the
+    file has no tokenizer metadata at all."""
+    from llm_check.errors import TokenizerError
+    from llm_check.tokenizer import _tokenizer_from_reader, tokenizer_from_file
+
+    kind = _field(reader, "tokenizer.ggml.model")
+    if kind == "gpt2":
+        return _tokenizer_from_reader(reader, str(path))
+    beside = path.parent / "tokenizer.json"
+    if beside.is_file():
+        return tokenizer_from_file(beside)
+    if kind is None:
+        return None
+    raise TokenizerError(
+        f"GGUF tokenizer model {kind!r} in {path} is not byte-level BPE; expected 'gpt2' or a tokenizer.json beside the file")
+
+
 def load_gguf(path, dtype):
     """(model, config, tokenizer) from a GGUF file; tokenizer from its metadata."""
     from llm_check.models.llama import LlamaModel
-    from llm_check.tokenizer import _tokenizer_from_reader
 
     source = str(path)
     reader = open_gguf(path)
     cfg = config_from_gguf(reader, source)
     model = fill_model(abstract_model(LlamaModel, cfg, dtype), tables.gguf_llama(cfg),
                        dequantized_tensors(reader, source), dtype, source)
-    has_vocab = reader.fields.get("tokenizer.ggml.model") is not None
-    tokenizer = _tokenizer_from_reader(reader, source) if has_vocab else None
+    tokenizer = gguf_tokenizer(reader, pathlib.Path(path))
     return model, cfg, tokenizer

