@@ -24,6 +24,15 @@ def setup(num_cpu_devices: int | None = None, enable_x64: bool = True) -> None:
     except Exception:  # backend already initialised: keep what we have
         pass
     jax.config.update("jax_enable_x64", bool(enable_x64))
+    # Persistent compilation cache: XLA's CPU compile of the samplers and sweeps takes seconds,
+    # so reruns (resumed sweeps, tests, benchmarks) reuse the executables. Off with ICL_KERNEL_JAX_CACHE="".
+    cache = os.environ.get("ICL_KERNEL_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "icl-kernel", "jax"))
+    if cache:
+        try:
+            jax.config.update("jax_compilation_cache_dir", cache)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        except Exception:
+            pass
 
 
 def batch_sharding(batch_axis_size: int | None = None):

@@ -54,28 +54,42 @@ def _backward_weights(hmm: HMM, labels, length: int, dtype):
     return jnp.stack(out[::-1])
 
 
+def _categorical(weights, u):
+    """Index i with probability weights[i] / sum(weights), by inverse CDF of the uniform ``u``."""
+    c = jnp.cumsum(weights)
+    return jnp.minimum(jnp.sum(c < u * c[-1]), weights.shape[0] - 1).astype(jnp.int32)
+
+
 def sample_inputs(key, hmm: HMM, start, length: int, labels=None, label_mode: str = "sample", dtype=jnp.float64):
     """One demonstration (x, y) from start distribution ``start`` (``[d]``).
 
     Returns ``(x [length] int32, y [] int32)``; ``y`` indexes into the token vocabulary (or -1 if
     ``labels`` is None). Pure and vmappable over keys and starts.
     """
+    u = jax.random.uniform(key, (2 * length + 2,), dtype)
+    return sample_inputs_from_uniforms(u, hmm, start, length, labels, label_mode, dtype)
+
+
+def sample_inputs_from_uniforms(u, hmm: HMM, start, length: int, labels=None, label_mode: str = "sample",
+                                dtype=jnp.float64):
+    """:func:`sample_inputs` driven by ``u [2 l + 2]`` uniforms (one per categorical draw).
+
+    Inverse-CDF draws keep the compiled graph small under nested vmaps (each threefry instance
+    costs about a second of XLA compile time on CPU).
+    """
     B = jnp.asarray(hmm.B, dtype)
     T = jnp.asarray(hmm.T, dtype)
-    m = B.shape[1]
     betas = _backward_weights(hmm, labels, length, dtype)
     emit_in = B.at[:, hmm.delim].set(0.0)
-    k0, kx, ky = jax.random.split(key, 3)
-    s0 = jax.random.categorical(k0, jnp.log(jnp.asarray(start, dtype) * betas[0]))
+    s0 = _categorical(jnp.asarray(start, dtype) * betas[0], u[0])
 
     def step(s, inp):
-        k, beta_next = inp
-        ke, kt = jax.random.split(k)
-        o = jax.random.categorical(ke, jnp.log(emit_in[s]))
-        s_next = jax.random.categorical(kt, jnp.log(T[s] * beta_next))
+        ue, ut, beta_next = inp
+        o = _categorical(emit_in[s], ue)
+        s_next = _categorical(T[s] * beta_next, ut)
         return s_next, o
 
-    s_last, x = jax.lax.scan(step, s0, (jax.random.split(kx, length), betas[1:]))
+    s_last, x = jax.lax.scan(step, s0, (u[1:1 + length], u[1 + length:1 + 2 * length], betas[1:]))
     if labels is None:
         return x.astype(jnp.int32), jnp.int32(-1)
     lab = jnp.asarray(labels)
@@ -90,7 +104,7 @@ def sample_inputs(key, hmm: HMM, start, length: int, labels=None, label_mode: st
         alpha, _ = jax.lax.scan(f, alpha, x)
         y = lab[jnp.argmax(alpha @ B[:, lab])]
     else:
-        y = lab[jax.random.categorical(ky, jnp.log(B[s_last, lab]))]
+        y = lab[_categorical(B[s_last, lab], u[-1])]
     return x.astype(jnp.int32), y.astype(jnp.int32)
 
 
@@ -121,11 +135,10 @@ def _sample_prompts_jit(key, hmm, labels, task, idx, num_demos, length, label_mo
     starts = hmm.task_start
 
     def one_prompt(i):
-        kp = jax.random.fold_in(key, i)
-        kt, kd = jax.random.split(kp)
-        th = jnp.where(task < 0, jax.random.randint(kt, (), 0, K), task)
-        keys = jax.vmap(lambda j: jax.random.fold_in(kd, j))(jnp.arange(num_demos + 1))
-        xs, ys = jax.vmap(lambda k: sample_inputs(k, hmm, starts[th], length, labels, label_mode))(keys)
+        # One key per prompt (fold_in of its global index); row j of u drives demonstration j.
+        u = jax.random.uniform(jax.random.fold_in(key, i), (num_demos + 2, 2 * length + 2), jnp.float64)
+        th = jnp.where(task < 0, jnp.minimum((u[-1, 0] * K).astype(jnp.int32), K - 1), task)
+        xs, ys = jax.vmap(lambda uj: sample_inputs_from_uniforms(uj, hmm, starts[th], length, labels, label_mode))(u[:-1])
         return xs, ys, th
 
     return jax.vmap(one_prompt)(idx)

@@ -1,0 +1,97 @@
+"""Figures for sweep run folders (matplotlib, Agg backend; written atomically)."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+# The paper's Table 3 (App. C): distance and accuracy vs n; its metric and label set are unknown.
+PAPER_TABLE3 = dict(n=[1, 2, 4, 8, 16, 32, 64, 128],
+                    distance=[1.322, 0.942, 0.519, 0.218, 0.163, 0.085, 0.093, 0.083],
+                    accuracy=[0.337, 0.532, 0.745, 0.901, 0.926, 0.968, 0.961, 0.964])
+
+
+def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True, bound=None) -> Path:
+    """Two panels: L1 distance of ŷ_n to Bayes (log-log, 95% bands, fitted rate) and agreement vs n.
+
+    ``bound``: optional dict kernel -> (ns, values) overlaid as dotted lines (the stated bound).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        raise FileNotFoundError(f"{summary_path} not found; run `icl-kernel sweep` first")
+    s = json.loads(summary_path.read_text())
+    cfg = s["config"]
+    grid = np.asarray(cfg["grid"], float)
+    names = [k for k in s["kernels"] if kernels is None or k in kernels]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, name in enumerate(names):
+        ks = s["kernels"][name]
+        c = colors[i % len(colors)]
+        m = np.array([r["mean"] for r in ks["kernel_vs_bayes_l1"]])
+        lo = np.array([r["lo"] for r in ks["kernel_vs_bayes_l1"]])
+        hi = np.array([r["hi"] for r in ks["kernel_vs_bayes_l1"]])
+        sl = ks["slope_kernel_vs_bayes_l1"]
+        ax1.plot(grid, m, "o-", color=c, label=f"{name} (slope {sl['value']:.2f})")
+        ax1.fill_between(grid, lo, hi, color=c, alpha=0.18, linewidth=0)
+        fn = np.asarray(sl["fitted_n"], float)
+        if np.isfinite(sl["value"]) and len(fn) >= 2:
+            idx = [list(grid).index(v) for v in fn]
+            intercept = np.mean(np.log(m[idx]) - sl["value"] * np.log(fn))
+            xs = np.geomspace(fn[0], fn[-1], 20)
+            ax1.plot(xs, np.exp(intercept) * xs ** sl["value"], "--", color=c, linewidth=1)
+        if bound and name in bound:
+            bn, bv = bound[name]
+            ax1.plot(bn, bv, ":", color=c, linewidth=1.5, label=f"{name} bound")
+        a = np.array([r["mean"] for r in ks["argmax_agreement"]])
+        alo = np.array([r["lo"] for r in ks["argmax_agreement"]])
+        ahi = np.array([r["hi"] for r in ks["argmax_agreement"]])
+        ax2.plot(grid, a, "o-", color=c, label=name)
+        ax2.fill_between(grid, alo, ahi, color=c, alpha=0.18, linewidth=0)
+    lows = [r["lo"] for k in names for r in s["kernels"][k]["kernel_vs_bayes_l1"] if np.isfinite(r["lo"])]
+    highs = [r["hi"] for k in names for r in s["kernels"][k]["kernel_vs_bayes_l1"] if np.isfinite(r["hi"])]
+    bo = np.array([r["mean"] for r in s["common"]["bayes_vs_oracle_l1"]])
+    ax1.plot(grid, bo, "k-", linewidth=1, alpha=0.6, label="Bayes vs Oracle L1")
+    if show_paper:
+        ax1.plot(PAPER_TABLE3["n"], PAPER_TABLE3["distance"], "kx", markersize=8, label="paper Table 3 (metric unstated)")
+        ax2.plot(PAPER_TABLE3["n"], PAPER_TABLE3["accuracy"], "kx", markersize=8, label="paper Table 3")
+    ax1.set_xscale("log", base=2)
+    ax1.set_yscale("log")
+    if lows and highs:
+        ax1.set_ylim(min(min(lows), 0.08) * 0.7, max(highs) * 1.4)
+    ax1.set_xlabel("number of demonstrations n")
+    ax1.set_ylabel("L1 distance of ŷ_n to Bayes predictive (over labels)")
+    ax1.set_title("Kernel regression vs exact Bayesian ICL")
+    ax1.grid(True, which="both", alpha=0.3)
+    ax1.legend(fontsize=7, loc="lower left")
+    ax2.set_xscale("log", base=2)
+    ax2.set_xlabel("number of demonstrations n")
+    ax2.set_ylabel("argmax agreement with Bayes (fraction)")
+    ax2.set_ylim(0, 1.02)
+    ax2.set_title("Agreement of argmax ŷ_n with argmax Bayes")
+    ax2.grid(True, alpha=0.3)
+    ax2.legend(fontsize=7, loc="lower right")
+    pp = cfg.get("preset_params", {})
+    fig.suptitle(f"{run_dir.name}: preset {cfg['preset']} "
+                 + (f"({pp.get('num_tasks', '')} tasks, {pp.get('num_states', '')} states, {pp.get('num_tokens', '')} tokens) "
+                    if cfg["preset"] == "han" else "")
+                 + f"l={cfg['length']}, labels {cfg['labels']}, {s['num_prompts']} prompts; bands: 95% bootstrap",
+                 fontsize=9)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    from simulate.sweep import atomic_write_bytes
+
+    atomic_write_bytes(out_path, buf.getvalue())
+    return out_path
