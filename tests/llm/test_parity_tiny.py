@@ -11,6 +11,7 @@ import pytest
 from tests.llm.conftest import padded_batch, tiny_hf_model
 
 pytestmark = pytest.mark.torch
+torch = pytest.importorskip("torch")
 TOL = 1e-4
 
 
