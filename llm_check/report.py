@@ -214,3 +214,70 @@ def markdown(res: dict, cfg: dict) -> str:
                                                for k, v in t.items())]
     lines += ["", "Figures: fig2_attention_map.png, fig3_reconstruction.png, fig4_similarity.png, fig5_probes.png.", ""]
     return "\n".join(lines)
+
+
+def fixed_head_scores(run_dir: str, layer: int, head: int) -> dict:
+    """Agreement and accuracy of the paper's reconstruction at one given head over all items of a run."""
+    cfg, prompts, gold, rows, logits, top = load_run(run_dir)
+    C = len(cfg["label_words"])
+    yhat = logits.argmax(1)
+    rc = np.array([A.reconstruct(A.kernel_weights(rows[i][layer, head][None, None], p.x_spans, p.y_spans,
+                                                  p.block_spans, "max", "xy"), p.demo_labels, C)[0, 0]
+                   for i, p in enumerate(prompts)])
+    return {"agreement": float(np.mean(rc == yhat)), "accuracy": float(np.mean(rc == gold)),
+            "icl_accuracy": float(np.mean(yhat == gold)), "n_items": len(prompts)}
+
+
+def summarize(run_dirs: list[str], out_dir: str, fixed_head: tuple[int, int] | None = None,
+              prefix: str = "llm") -> str:
+    """Cross-run Markdown tables (ours beside the paper's GPT-J-6B Table 2) and two bar figures.
+
+    ``fixed_head`` (layer, head): also score every run's reconstruction at that one head (used for
+    the phenomena runs, whose few items make a per-run head choice noisy)."""
+    from llm_check import figures
+
+    os.makedirs(out_dir, exist_ok=True)
+    res = []
+    for d in run_dirs:
+        path = os.path.join(d, "results.json")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} missing; expected a finished llm-check run")
+        r = json.load(open(path))
+        r["_dir"] = os.path.basename(os.path.normpath(d))
+        if fixed_head is not None:
+            r["_fixed"] = fixed_head_scores(d, *fixed_head)
+        res.append(r)
+    f = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["| run | task | items (select / held out) | ICL acc | agreement ỹ vs ŷ | reconstructed acc | "
+             "MiniLM KR | LM-hidden KR | majority-of-demos acc | majority-of-demos agreement | head |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res:
+        pp = PAPER_TABLE2.get(r["task"])
+        ch = r["chosen_head"]
+        lines.append(f"| {r['_dir']} | {r['task']} | {r['n_select']} / {r['n_heldout']} | {f(r['icl_accuracy_heldout'])} | "
+                     f"{f(r['reconstruction_agreement_heldout'])} | {f(r['reconstructed_accuracy_heldout'])} | "
+                     f"{f(r.get('kr_minilm_accuracy'))} | {f(r.get('kr_lm_hidden_accuracy'))} | "
+                     f"{f(r['majority_vote_accuracy_heldout'])} | {f(r['majority_vote_agreement_heldout'])} | "
+                     f"L{ch['layer']} H{ch['head']} |")
+        if pp:
+            lines.append(f"| paper GPT-J-6B | {r['task']} | 700 / 300 | {f(pp[0])} | {f(pp[1])} | {f(pp[2])} | "
+                         f"{f(pp[3])} | — | — | — | 17 / 10 (indexing unstated) |")
+    if fixed_head is not None:
+        lines += ["", f"At the fixed head L{fixed_head[0]} H{fixed_head[1]}, all items of each run:", "",
+                  "| run | items | ICL acc | agreement ỹ vs ŷ | reconstructed acc | best-head agreement (all items, optimistic) |",
+                  "|---|---|---|---|---|---|"]
+        for r in res:
+            x = r["_fixed"]
+            lines.append(f"| {r['_dir']} | {x['n_items']} | {f(x['icl_accuracy'])} | {f(x['agreement'])} | "
+                         f"{f(x['accuracy'])} | {f(r['best_head_agreement_all'])} |")
+    md = "\n".join(lines) + "\n"
+    write_atomic(os.path.join(out_dir, f"{prefix}-summary.md"), md.encode())
+    labels = [r["_dir"] for r in res]
+    series = {"ICL accuracy (ours)": [r["icl_accuracy_heldout"] for r in res],
+              "agreement ỹ vs ŷ (ours)": [r["reconstruction_agreement_heldout"] for r in res],
+              "reconstructed accuracy (ours)": [r["reconstructed_accuracy_heldout"] for r in res],
+              "ICL accuracy (paper GPT-J)": [PAPER_TABLE2.get(r["task"], (None,) * 4)[0] for r in res],
+              "agreement (paper GPT-J)": [PAPER_TABLE2.get(r["task"], (None,) * 4)[1] for r in res]}
+    figures.bars(os.path.join(out_dir, f"{prefix}-summary.png"), labels, series,
+                 "Table 2 analogue: SmolLM2-135M-Instruct (held out) vs the paper's GPT-J-6B", "fraction of test points")
+    return md

@@ -67,6 +67,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
     g.add_argument("--analyze-only", action="store_true", help="rebuild numbers, figures and report from the folder")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--summarize", help="comma-separated run names: write a cross-run table and bar figure "
+                                       "(with --summary-dir, default the runs dir) instead of running")
+    g.add_argument("--summary-dir", help="where --summarize writes <prefix>-summary.md/png")
+    g.add_argument("--summary-prefix", default="llm")
+    g.add_argument("--fixed-head", help="with --summarize: also score every run at this head, 'LAYER,HEAD' (0-based)")
 
 
 def _options(args) -> dict:
@@ -80,6 +85,20 @@ def _options(args) -> dict:
 def run(args) -> int:
     from llm_check import report
 
+    if args.summarize:
+        fixed = None
+        if args.fixed_head:
+            try:
+                fixed = tuple(int(v) for v in args.fixed_head.split(","))
+                assert len(fixed) == 2
+            except (ValueError, AssertionError):
+                raise RunFolderError(f"--fixed-head {args.fixed_head!r}; expected 'LAYER,HEAD'") from None
+        dirs = [os.path.join(args.runs_dir, n.strip()) for n in args.summarize.split(",")]
+        for d in dirs:
+            if not os.path.exists(os.path.join(d, "results.json")):
+                raise RunFolderError(f"{d} has no results.json; expected a finished llm-check run")
+        print(report.summarize(dirs, args.summary_dir or args.runs_dir, fixed, args.summary_prefix))
+        return 0
     name = args.name or f"{args.task}-n{args.n}"
     run_dir = os.path.join(args.runs_dir, name)
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
