@@ -110,3 +110,20 @@ def test_cli_custom_files_errors(tmp_path, capsys):
     empty.write_text("\n")
     assert main(["llm-check", "--task", "custom", "--train-file", str(empty), "--runs-dir", str(tmp_path)]) == 2
     assert "no data rows" in capsys.readouterr().err
+
+
+@needs_data
+@needs_smol
+@pytest.mark.smollm2
+def test_summarize_and_fixed_head(tiny_run, tmp_path):
+    run, _ = tiny_run
+    argv = ["llm-check", "--runs-dir", str(run.parent), "--summarize", "t", "--fixed-head", "2,3",
+            "--summary-dir", str(tmp_path), "--summary-prefix", "x"]
+    assert main(argv) == 0
+    md = (tmp_path / "x-summary.md").read_text()
+    assert "| t | sst2 |" in md and "| paper GPT-J-6B | sst2 | 700 / 300 | 0.805 |" in md
+    assert (tmp_path / "x-summary.png").is_file()
+    # The fixed-head score (one head, computed alone) equals that head's cell of the Fig. 3 map.
+    from llm_check.report import fixed_head_scores
+    agree = np.loadtxt(run / "fig3_agreement.csv", delimiter=",")
+    assert fixed_head_scores(str(run), 2, 3)["agreement"] == pytest.approx(agree[2, 3])
