@@ -106,7 +106,7 @@ def fig5(path: str, probes: dict, offsets, title: str) -> None:
 def bars(path: str, labels, series: dict, title: str, ylabel: str) -> None:
     """Grouped bars: ``series[name] = values`` aligned with ``labels``."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(labels)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(7, 1.8 * len(labels)), 5.5))
     k = len(series)
     w = 0.8 / k
     for j, (name, vals) in enumerate(series.items()):
@@ -117,8 +117,10 @@ def bars(path: str, labels, series: dict, title: str, ylabel: str) -> None:
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.set_xlabel("run (task and condition)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

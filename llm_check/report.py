@@ -229,7 +229,8 @@ def fixed_head_scores(run_dir: str, layer: int, head: int) -> dict:
 
 
 def summarize(run_dirs: list[str], out_dir: str, fixed_head: tuple[int, int] | None = None,
-              prefix: str = "llm") -> str:
+              prefix: str = "llm", title: str = "Table 2 analogue: SmolLM2-135M-Instruct (held out) vs the paper's GPT-J-6B"
+              ) -> str:
     """Cross-run Markdown tables (ours beside the paper's GPT-J-6B Table 2) and two bar figures.
 
     ``fixed_head`` (layer, head): also score every run's reconstruction at that one head (used for
@@ -276,8 +277,10 @@ def summarize(run_dirs: list[str], out_dir: str, fixed_head: tuple[int, int] | N
     series = {"ICL accuracy (ours)": [r["icl_accuracy_heldout"] for r in res],
               "agreement ỹ vs ŷ (ours)": [r["reconstruction_agreement_heldout"] for r in res],
               "reconstructed accuracy (ours)": [r["reconstructed_accuracy_heldout"] for r in res],
+              "majority-of-demos agreement with ŷ (ours)": [r["majority_vote_agreement_heldout"] for r in res],
               "ICL accuracy (paper GPT-J)": [PAPER_TABLE2.get(r["task"], (None,) * 4)[0] for r in res],
               "agreement (paper GPT-J)": [PAPER_TABLE2.get(r["task"], (None,) * 4)[1] for r in res]}
-    figures.bars(os.path.join(out_dir, f"{prefix}-summary.png"), labels, series,
-                 "Table 2 analogue: SmolLM2-135M-Instruct (held out) vs the paper's GPT-J-6B", "fraction of test points")
+    if fixed_head is not None:
+        series[f"agreement at L{fixed_head[0]} H{fixed_head[1]}, all items (ours)"] = [r["_fixed"]["agreement"] for r in res]
+    figures.bars(os.path.join(out_dir, f"{prefix}-summary.png"), labels, series, title, "fraction of test points")
     return md

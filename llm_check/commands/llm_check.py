@@ -71,6 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                        "(with --summary-dir, default the runs dir) instead of running")
     g.add_argument("--summary-dir", help="where --summarize writes <prefix>-summary.md/png")
     g.add_argument("--summary-prefix", default="llm")
+    g.add_argument("--summary-title", help="title of the --summarize bar figure")
     g.add_argument("--fixed-head", help="with --summarize: also score every run at this head, 'LAYER,HEAD' (0-based)")
 
 
@@ -97,7 +98,8 @@ def run(args) -> int:
         for d in dirs:
             if not os.path.exists(os.path.join(d, "results.json")):
                 raise RunFolderError(f"{d} has no results.json; expected a finished llm-check run")
-        print(report.summarize(dirs, args.summary_dir or args.runs_dir, fixed, args.summary_prefix))
+        print(report.summarize(dirs, args.summary_dir or args.runs_dir, fixed, args.summary_prefix,
+                                **({"title": args.summary_title} if args.summary_title else {})))
         return 0
     name = args.name or f"{args.task}-n{args.n}"
     run_dir = os.path.join(args.runs_dir, name)
