@@ -290,7 +290,7 @@ def load_chunks(run_dir: str, n_items: int):
 # ----------------------------------------------------------------------------------------------
 # Each text alone: P(o|x), mean-pooled hidden states.
 
-def singles_pass(lm, texts: Sequence[str], cfg: RunConfig, quiet: bool = False, batch_size: int = 32):
+def singles_pass(lm, texts: Sequence[str], cfg: RunConfig, quiet: bool = False, batch_size: int = 64):
     """For each distinct text run alone: full next-token distribution ``P[N, V]`` (float32), its
     argmax, and the mean over x's tokens of the final hidden states ``[N, D]``.
 
@@ -318,7 +318,7 @@ def singles_pass(lm, texts: Sequence[str], cfg: RunConfig, quiet: bool = False, 
     hid = np.zeros((len(texts), lm.config.hidden_size), np.float32)
     bar = tqdm(total=len(texts), desc="texts alone", unit="text", disable=quiet)
     for items in make_batches(lengths, batch_size):
-        ids, mask, last = pad_batch([seqs[i] for i in items], batch_size, 32)
+        ids, mask, last = pad_batch([seqs[i] for i in items], batch_size, 16)
         out = forward(lm.model, ids, mask, last, return_hidden=True)
         pr = np.asarray(jax.nn.softmax(out.logits[:, 0, :].astype(np.float32), axis=-1))
         h = np.asarray(out.hidden)
