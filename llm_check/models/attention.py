@@ -97,6 +97,46 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Arr
     return out.reshape(B, S, H, hd), pattern
 
 
+ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
+
+
+def captured_rows(q: jax.Array, k: jax.Array, key_mask: jax.Array, capture_positions: jax.Array,
+                  scale: float) -> jax.Array:
+    """Post-softmax attention rows of the captured queries only, ``[B, H, Q, S]`` float32.
+
+    Costs O(B H Q S hd): used with fused attention kernels that never form the S x S matrix.
+    q: ``[B, S, H, hd]`` (after RoPE), k: ``[B, S, KVH, hd]`` (after RoPE).
+    """
+    B, S, H, hd = q.shape
+    kvh = k.shape[2]
+    rep = H // kvh
+    qc = gather_positions(q, capture_positions).reshape(B, -1, kvh, rep, hd)  # [B, Q, KVH, rep, hd]
+    scores = jnp.einsum("bqgrd,bkgd->bgrqk", qc, k, preferred_element_type=jnp.float32) * scale
+    allowed = (jnp.arange(S)[None, None, :] <= capture_positions[:, :, None]) & key_mask[:, None, :].astype(bool)
+    scores = jnp.where(allowed[:, None, None], scores, _MASK_VALUE)
+    return jax.nn.softmax(scores, axis=-1).reshape(B, H, -1, S)
+
+
+def attention(q, k, v, key_mask, capture_positions, scale: float, impl: str = "einsum"):
+    """Dispatch: ``"einsum"`` forms the S x S probabilities (:func:`causal_attention`);
+    ``"xla"`` / ``"cudnn"`` use ``jax.nn.dot_product_attention`` for the output and recompute
+    only the captured rows (:func:`captured_rows`). ``"cudnn"`` needs a GPU, bf16/fp16 and right
+    padding (keys masked by length); the others take any padding mask."""
+    if impl == "einsum":
+        return causal_attention(q, k, v, key_mask, capture_positions, scale)
+    if impl == "xla":
+        out = jax.nn.dot_product_attention(q, k, v, mask=key_mask[:, None, None, :].astype(bool),
+                                           scale=scale, is_causal=True, implementation="xla")
+    elif impl == "cudnn":
+        lengths = jnp.sum(key_mask.astype(jnp.int32), axis=1)
+        out = jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True, implementation="cudnn",
+                                           query_seq_lengths=lengths, key_value_seq_lengths=lengths)
+    else:
+        raise ValueError(f"attention impl {impl!r}; expected one of {ATTENTION_IMPLS}")
+    rows = None if capture_positions is None else captured_rows(q, k, key_mask, capture_positions, scale)
+    return out.astype(q.dtype), rows
+
+
 def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
     """Llama RMSNorm over the last axis, in float32, cast back to x's dtype before the scale."""
     xf = x.astype(jnp.float32)

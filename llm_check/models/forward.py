@@ -13,7 +13,7 @@ import numpy as np
 from flax import nnx
 
 from llm_check.errors import CapturePositionError, InputError, PromptTooLongError
-from llm_check.models.attention import gather_positions
+from llm_check.models.attention import ATTENTION_IMPLS, gather_positions
 from llm_check.models.output import ForwardOutput
 
 
@@ -24,7 +24,8 @@ def last_positions(attention_mask) -> jax.Array:
 
 
 def forward(model, input_ids, attention_mask=None, capture_positions=None, capture_qkv: bool = False,
-            capture_kv_all: bool = False, return_hidden: bool = False) -> ForwardOutput:
+            capture_kv_all: bool = False, return_hidden: bool = False,
+            attention_impl: str = "einsum") -> ForwardOutput:
     """Run ``model`` on a padded batch and capture attention at chosen query positions.
 
     Args:
@@ -38,6 +39,9 @@ def forward(model, input_ids, attention_mask=None, capture_positions=None, captu
       capture_qkv: also return per-head q, k, v at the captured positions.
       capture_kv_all: also return keys and values at all positions, ``[L, B, KVH, S, hd]``.
       return_hidden: also return final hidden states ``[B, S, D]``.
+      attention_impl: ``"einsum"`` (default; forms each layer's S x S probabilities as a
+        temporary), ``"xla"`` or ``"cudnn"`` (``jax.nn.dot_product_attention`` for the output,
+        captured rows recomputed in O(Q S); "cudnn" needs a GPU, bf16 and right padding).
 
     Returns a :class:`ForwardOutput`. Raises :class:`PromptTooLongError` when S exceeds the
     context and :class:`CapturePositionError` for a position outside ``[0, S)`` or on a pad token.
@@ -54,6 +58,12 @@ def forward(model, input_ids, attention_mask=None, capture_positions=None, captu
     attention_mask = jnp.asarray(attention_mask)
     if attention_mask.shape != (B, S):
         raise InputError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected {(B, S)}")
+    if attention_impl not in ATTENTION_IMPLS:
+        raise InputError(f"attention_impl {attention_impl!r}; expected one of {list(ATTENTION_IMPLS)}")
+    if attention_impl == "cudnn" and not isinstance(attention_mask, jax.core.Tracer):
+        m = np.asarray(attention_mask).astype(bool)
+        if (m[:, 1:] & ~m[:, :-1]).any():
+            raise InputError("attention_impl 'cudnn' masks keys by length; expected right padding (a prefix of real tokens)")
     all_logits = capture_positions is None
     if capture_positions is None:
         capture_positions = last_positions(attention_mask)
@@ -69,7 +79,7 @@ def forward(model, input_ids, attention_mask=None, capture_positions=None, captu
     graphdef, state = nnx.split(model)
     return _forward_jit(graphdef, state, input_ids.astype(jnp.int32), attention_mask.astype(bool),
                         capture_positions, all_logits=all_logits, capture_qkv=capture_qkv,
-                        capture_kv_all=capture_kv_all, return_hidden=return_hidden)
+                        capture_kv_all=capture_kv_all, return_hidden=return_hidden, impl=attention_impl)
 
 
 def _check_positions(positions, mask, S: int) -> None:
@@ -89,9 +99,9 @@ def _check_positions(positions, mask, S: int) -> None:
             f"capture position {int(pos[b, q])} (item {b}) is a padding token; expected one of the item's {n} real tokens")
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "all_logits", "capture_qkv", "capture_kv_all", "return_hidden"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "all_logits", "capture_qkv", "capture_kv_all", "return_hidden", "impl"))
 def _forward_jit(graphdef, state, input_ids, attention_mask, capture_positions, *, all_logits,
-                 capture_qkv, capture_kv_all, return_hidden) -> ForwardOutput:
+                 capture_qkv, capture_kv_all, return_hidden, impl) -> ForwardOutput:
     model = nnx.merge(graphdef, state)
     cfg = model.config
     positions = jnp.clip(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
@@ -100,7 +110,7 @@ def _forward_jit(graphdef, state, input_ids, attention_mask, capture_positions, 
     patterns, qs, ks, vs, k_all, v_all = [], [], [], [], [], []
     rep = cfg.num_attention_heads // cfg.num_key_value_heads
     for layer in model.layers:
-        x, pattern, (q, k, v) = layer(x, cfg, cos, sin, attention_mask, capture_positions)
+        x, pattern, (q, k, v) = layer(x, cfg, cos, sin, attention_mask, capture_positions, impl)
         patterns.append(pattern)
         if capture_qkv:
             # [B, S, H, hd] -> [B, H, Q, hd]

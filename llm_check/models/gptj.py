@@ -73,7 +73,7 @@ class GPTJBlock(nnx.Module):
         self.fc_in = Linear(d, cfg.intermediate_size, bias=True, dtype=dtype, rngs=rngs)
         self.fc_out = Linear(cfg.intermediate_size, d, bias=True, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, cfg: GPTJConfig, cos, sin, key_mask, capture_positions):
+    def __call__(self, x, cfg: GPTJConfig, cos, sin, key_mask, capture_positions, impl: str = "einsum"):
         """x ``[B, S, D]`` -> (x, pattern ``[B, H, Q, S]``, (q, k, v) pre-rotary per head)."""
         B, S, _ = x.shape
         hd = cfg.head_dim
@@ -81,10 +81,10 @@ class GPTJBlock(nnx.Module):
         q = self.q_proj(h).reshape(B, S, cfg.n_head, hd)
         k = self.k_proj(h).reshape(B, S, cfg.n_head, hd)
         v = self.v_proj(h).reshape(B, S, cfg.n_head, hd)
-        out, pattern = att.causal_attention(
+        out, pattern = att.attention(
             att.apply_rope_interleaved(q, cos, sin, cfg.rot_dim),
             att.apply_rope_interleaved(k, cos, sin, cfg.rot_dim), v,
-            key_mask, capture_positions, scale=hd ** -0.5)
+            key_mask, capture_positions, scale=hd ** -0.5, impl=impl)
         attn_out = self.out_proj(out.reshape(B, S, -1))
         mlp_out = self.fc_out(_ACTIVATIONS[cfg.activation_function](self.fc_in(h)))
         return x + attn_out + mlp_out, pattern, (q, k, v)

@@ -79,7 +79,7 @@ class LlamaBlock(nnx.Module):
         self.up_proj = Linear(d, cfg.intermediate_size, bias=cfg.mlp_bias, dtype=dtype, rngs=rngs)
         self.down_proj = Linear(cfg.intermediate_size, d, bias=cfg.mlp_bias, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, cfg: LlamaConfig, cos, sin, key_mask, capture_positions):
+    def __call__(self, x, cfg: LlamaConfig, cos, sin, key_mask, capture_positions, impl: str = "einsum"):
         """x ``[B, S, D]`` -> (x, pattern ``[B, H, Q, S]``, (q, k, v) pre-rotary per head)."""
         B, S, _ = x.shape
         hd = cfg.head_dim
@@ -87,9 +87,9 @@ class LlamaBlock(nnx.Module):
         q = self.q_proj(h).reshape(B, S, cfg.num_attention_heads, hd)
         k = self.k_proj(h).reshape(B, S, cfg.num_key_value_heads, hd)
         v = self.v_proj(h).reshape(B, S, cfg.num_key_value_heads, hd)
-        out, pattern = att.causal_attention(
+        out, pattern = att.attention(
             att.apply_rope_half(q, cos, sin), att.apply_rope_half(k, cos, sin), v,
-            key_mask, capture_positions, scale=hd ** -0.5)
+            key_mask, capture_positions, scale=hd ** -0.5, impl=impl)
         x = x + self.o_proj(out.reshape(B, S, -1))
         h = att.rms_norm(x, self.post_attention_layernorm.weight[...], cfg.rms_norm_eps)
         x = x + self.down_proj(jax.nn.silu(self.gate_proj(h)) * self.up_proj(h))

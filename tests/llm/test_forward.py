@@ -136,3 +136,27 @@ def test_llama3_rope_scaling_matches_transformers_formula():
     np.testing.assert_allclose(scaled[wavelen > 16 / 1], plain[wavelen > 16 / 1] / 8.0)
     mid = (wavelen >= 4) & (wavelen <= 16)
     assert mid.any() and np.all((scaled[mid] <= plain[mid]) & (scaled[mid] >= plain[mid] / 8))
+
+
+def test_fused_attention_path_matches_einsum_path(model):
+    """attention_impl="xla" (jax.nn.dot_product_attention + recomputed captured rows) gives the
+    einsum path's logits and attention rows, with left and right padding."""
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 40, (2, 14))
+    mask = np.ones((2, 14), bool)
+    mask[0, 10:] = False     # right padding
+    mask[1, :3] = False      # left padding
+    cap = np.array([[9, 0, 4], [13, 3, 8]])
+    a = forward(model, ids, mask, capture_positions=cap)
+    b = forward(model, ids, mask, capture_positions=cap, attention_impl="xla")
+    np.testing.assert_allclose(np.asarray(b.logits), np.asarray(a.logits), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(b.patterns), np.asarray(a.patterns), atol=1e-6)
+
+
+def test_bad_attention_impl_and_cudnn_needs_right_padding(model):
+    from llm_check import errors
+
+    with pytest.raises(errors.InputError, match="'flash'"):
+        forward(model, np.zeros((1, 4), np.int32), attention_impl="flash")
+    with pytest.raises(errors.InputError, match="right padding"):
+        forward(model, np.zeros((1, 4), np.int32), np.array([[0, 1, 1, 1]], bool), attention_impl="cudnn")
