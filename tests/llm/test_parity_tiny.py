@@ -157,3 +157,31 @@ def test_llama3_rope_frequencies_match_transformers():
     ref, _ = ROPE_INIT_FUNCTIONS["llama3"](hf_cfg, "cpu")
     ours = config_from_hf(hf_cfg.to_dict(), "test").inv_freq()
     np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_bfloat16_checkpoints_read_exactly(fmt, tmp_path):
+    """BF16 tensors (safetensors via ml_dtypes, .bin via torch) load bit-exactly: loaded as
+    float32 they reproduce transformers run on the same bf16-rounded weights in float32."""
+    import torch
+
+    from llm_check.models import forward, load_model
+
+    ref = tiny_hf_model("gptj", seed=7)
+    hf = tiny_hf_model("gptj", seed=7).to(torch.bfloat16)
+    if fmt == "safetensors":
+        hf.save_pretrained(tmp_path)
+    else:
+        _save_sharded_bin(hf, tmp_path, n_shards=2)
+    # float32 reference with the bf16-rounded parameters (its sin/cos table stays float32)
+    with torch.no_grad():
+        for (name, p), (_, q) in zip(ref.named_parameters(), hf.named_parameters()):
+            p.copy_(q.to(torch.float32))
+    ours = load_model(str(tmp_path), dtype="float32")
+    ids, mask = padded_batch(8, [15, 11], vocab=96)
+    ref_logits, ref_att, _ = _hf_run(ref, ids, mask)
+    out = forward(ours.model, ids, mask)
+    for b, n in enumerate(mask.sum(1)):
+        np.testing.assert_allclose(np.asarray(out.logits[b, :n]), ref_logits[b, :n], atol=TOL, rtol=0)
+        np.testing.assert_allclose(np.asarray(out.patterns[:, b, :, 0, :n]),
+                                   np.stack([a[b, :, n - 1, :n] for a in ref_att]), atol=TOL, rtol=0)
