@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Iterable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -21,7 +20,8 @@ def abstract_model(model_cls, cfg, dtype):
     return nnx.eval_shape(lambda: model_cls(cfg, dtype=dtype, rngs=nnx.Rngs(0)))
 
 
-def fill_model(abstract, table: Table, tensors: Iterable[tuple[str, np.ndarray]], dtype, source: str):
+def fill_model(abstract, table: Table, tensors: Iterable[tuple[str, np.ndarray]], dtype, source: str,
+               table_name: str):
     """Assign every checkpoint tensor to its parameter; error on unknown, missing or mis-shaped ones.
 
     ``tensors`` yields ``(name, array)`` lazily; each array is transformed, cast to ``dtype``,
@@ -35,7 +35,7 @@ def fill_model(abstract, table: Table, tensors: Iterable[tuple[str, np.ndarray]]
         if name not in table:
             if name.endswith(IGNORED_SUFFIXES):
                 continue
-            raise CheckpointError(f"unexpected tensor {name!r} in {source}; not in the {_arch(table)} weight table")
+            raise CheckpointError(f"unexpected tensor {name!r} in {source}; not in the {table_name} weight table")
         if table[name] is None:
             continue
         if name in seen:
@@ -63,8 +63,3 @@ def _expected_ckpt_shape(transform, shape):
     from llm_check.loading.tables import as_is
     shape = tuple(int(s) for s in shape)
     return shape if transform is as_is else shape[::-1]
-
-
-def _arch(table: Table) -> str:
-    first = next(iter(table))
-    return "GGUF llama" if first.startswith("token_embd") else ("GPT-J" if first.startswith("transformer.") else "Llama")

@@ -5,7 +5,7 @@ import pathlib
 
 import numpy as np
 
-from llm_check.errors import CheckpointError, ConfigError, ModelLoadError, UnsupportedModelError
+from llm_check.errors import ConfigError, ModelLoadError, UnsupportedModelError
 from llm_check.loading import tables
 from llm_check.loading.assemble import abstract_model, fill_model
 
@@ -114,6 +114,6 @@ def load_gguf(path, dtype):
     reader = open_gguf(path)
     cfg = config_from_gguf(reader, source)
     model = fill_model(abstract_model(LlamaModel, cfg, dtype), tables.gguf_llama(cfg),
-                       dequantized_tensors(reader, source), dtype, source)
+                       dequantized_tensors(reader, source), dtype, source, "GGUF llama")
     tokenizer = gguf_tokenizer(reader, pathlib.Path(path))
     return model, cfg, tokenizer

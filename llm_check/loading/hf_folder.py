@@ -11,7 +11,7 @@ import struct
 
 import numpy as np
 
-from llm_check.errors import CheckpointError, ConfigError, ModelLoadError, UnsupportedModelError
+from llm_check.errors import CheckpointError, ConfigError, UnsupportedModelError
 from llm_check.loading import tables
 from llm_check.loading.assemble import abstract_model, fill_model
 
@@ -180,7 +180,7 @@ def load_hf_folder(folder, dtype):
         from llm_check.models.llama import LlamaModel as cls
         table = tables.hf_llama(cfg)
     model = fill_model(abstract_model(cls, cfg, dtype), table, stream_tensors(files), dtype,
-                       f"{folder}")
+                       f"{folder}", "GPT-J" if cfg.architecture == "gptj" else "Llama")
     return model, cfg, folder_tokenizer(folder)
 
 
