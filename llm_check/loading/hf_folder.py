@@ -137,6 +137,9 @@ def safetensors_tensors(path: pathlib.Path):
         if dt is None:
             raise UnsupportedModelError(f"tensor {name!r} in {path.name} has dtype {kind}; expected F32/F16/BF16")
         start, end = info["data_offsets"]
+        if end > data.size or end - start != np.dtype(dt).itemsize * int(np.prod(info["shape"])):
+            raise CheckpointError(f"tensor {name!r} in {path.name} lies outside the file or has the wrong byte size; "
+                                  "expected a complete safetensors file")
         yield name, data[start:end].view(dt).reshape(info["shape"])
 
 
@@ -150,7 +153,11 @@ def torch_bin_tensors(path: pathlib.Path):
             "or convert the folder to safetensors") from None
     import ml_dtypes
 
-    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError / UnpicklingError with long messages
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{path.name} is not a loadable PyTorch checkpoint ({type(exc).__name__}: {first})") from None
     for name in list(state):
         t = state.pop(name)
         if t.dtype == torch.bfloat16:

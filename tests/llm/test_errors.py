@@ -212,3 +212,24 @@ def test_cli_reports_one_line_and_exit_2(tmp_path, capsys):
     assert main(["model-info", "--model", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nowhere" in err and err.startswith("icl-kernel model-info: error:")
+
+
+def test_truncated_safetensors(folder):
+    path = folder / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(errors.CheckpointError) as e:
+        load_model(str(folder))
+    _one_line(e, "model.safetensors", "outside the file")
+
+
+def test_corrupt_bin_checkpoint(tmp_path, llama):
+    pytest.importorskip("torch")
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    from llm_check.loading.export import hf_config_dict
+
+    (folder / "config.json").write_text(json.dumps(hf_config_dict(LLAMA)))
+    (folder / "pytorch_model.bin").write_bytes(b"\x00garbage" * 50)
+    with pytest.raises(errors.CheckpointError) as e:
+        load_model(str(folder))
+    _one_line(e, "pytorch_model.bin", "not a loadable PyTorch checkpoint")
