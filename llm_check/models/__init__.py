@@ -56,7 +56,13 @@ def load_model(name_or_path: str, dtype="float32") -> LoadedModel:
         from llm_check.tokenizer import smollm2_gguf_path
         path = smollm2_gguf_path()
     else:
-        path = pathlib.Path(name_or_path)
+        path = pathlib.Path(name_or_path).expanduser()
+    if path.is_dir() and not (path / "config.json").exists():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:       # a folder holding just one GGUF file means that file
+            path = ggufs[0]
+        elif ggufs:
+            raise ModelLoadError(f"folder {path} holds {len(ggufs)} .gguf files and no config.json; expected one, or pass the file")
     if path.is_file() and path.suffix == ".gguf":
         from llm_check.loading.gguf_file import load_gguf
         model, cfg, tok = load_gguf(path, jdtype)

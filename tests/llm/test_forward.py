@@ -160,3 +160,17 @@ def test_bad_attention_impl_and_cudnn_needs_right_padding(model):
         forward(model, np.zeros((1, 4), np.int32), attention_impl="flash")
     with pytest.raises(errors.InputError, match="right padding"):
         forward(model, np.zeros((1, 4), np.int32), np.array([[0, 1, 1, 1]], bool), attention_impl="cudnn")
+
+
+def test_folder_with_one_gguf_loads_that_file(tmp_path):
+    from llm_check import errors
+
+    m = LlamaModel(LLAMA, rngs=nnx.Rngs(8))
+    save_gguf(m, tmp_path / "only.gguf")
+    loaded = load_model(str(tmp_path))
+    ids = np.arange(6)[None]
+    np.testing.assert_allclose(np.asarray(forward(loaded.model, ids).logits), np.asarray(forward(m, ids).logits),
+                               atol=1e-5)
+    save_gguf(m, tmp_path / "second.gguf")
+    with pytest.raises(errors.ModelLoadError, match="2 .gguf files"):
+        load_model(str(tmp_path))
