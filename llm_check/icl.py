@@ -59,6 +59,8 @@ class RunConfig:
     output_prefix: str = " Output: "
     separator: str = "\n"
     label_words: tuple[str, ...] = ()
+    eval_order: str = "shuffled"
+    split_seed: int = 0
 
     @property
     def fmt(self) -> P.PromptFormat:
@@ -99,8 +101,21 @@ def _json_default(o):
 # Prompts.
 
 def test_texts(task: TaskData, cfg: RunConfig) -> tuple[list[str], np.ndarray, list[str]]:
-    """Evaluation texts (typos injected if asked, seeded per item), gold labels and sources."""
-    items = task.evaluation if cfg.limit is None else task.evaluation[: cfg.limit]
+    """Evaluation texts (typos injected if asked, seeded per item), gold labels and sources.
+
+    ``eval_order="shuffled"`` (default) visits the evaluation split in a permutation seeded by
+    ``split_seed`` (not by ``seed``, so the items stay fixed when the demonstrations are redrawn):
+    some files are sorted by class (Rotten Tomatoes: all positives first), and both ``--limit`` and
+    the 700/300 selection/held-out split take items in this order. ``"file"`` keeps the file order.
+    """
+    order = np.arange(len(task.evaluation))
+    if cfg.eval_order == "shuffled":
+        order = np.random.default_rng([cfg.split_seed, 1]).permutation(len(task.evaluation))
+    elif cfg.eval_order != "file":
+        raise PromptError(f"evaluation order {cfg.eval_order!r}; expected 'shuffled' or 'file'")
+    if cfg.limit is not None:
+        order = order[: cfg.limit]
+    items = [task.evaluation[j] for j in order]
     texts = []
     for i, e in enumerate(items):
         t = e.text

@@ -53,7 +53,12 @@ def test_run_folder_recomputes(tiny_run):
     from llm_check.data import load_task
     task = load_task("sst2", str(DATA))
     assert lm.tokenizer.encode(p.text).ids == p.ids.tolist()
-    assert lm.tokenizer.decode(p.ids[slice(*p.test_span)].tolist()).strip() == task.evaluation[3].text
+    by_source = {e.source: e for e in task.evaluation}
+    src = recs[3]["source"]
+    assert lm.tokenizer.decode(p.ids[slice(*p.test_span)].tolist()).strip() == by_source[src].text
+    assert gold[3] == by_source[src].label
+    # Shuffled evaluation order (the default): the 10 items are not simply the first 10 rows.
+    assert [r["source"] for r in recs] != [e.source for e in task.evaluation[:10]]
     # --analyze-only rebuilds the same numbers from the folder.
     before = json.loads((run / "results.json").read_text())
     assert main(argv + ["--analyze-only"]) == 0

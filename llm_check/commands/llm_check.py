@@ -34,7 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-words", help="comma-separated label words in label order (default: the task's)")
     g.add_argument("--multi-token-labels", choices=("first", "error"), default="first",
                    help="a label word of several tokens: use its first token for ŷ (warns) or refuse")
-    g.add_argument("--limit", type=int, help="use only the first LIMIT evaluation items")
+    g.add_argument("--limit", type=int, help="use only the first LIMIT evaluation items (in --eval-order)")
+    g.add_argument("--eval-order", choices=("shuffled", "file"), default="shuffled",
+                   help="visit the evaluation split in a fixed seeded permutation (default; some files are "
+                        "sorted by class) or in file order")
     g = p.add_argument_group("prompts")
     g.add_argument("--n", type=int, default=8, help="demonstrations per prompt (default 8)")
     g.add_argument("--selection", choices=("random", "balanced", "retrieved"), default="random",
@@ -79,7 +82,7 @@ def _options(args) -> dict:
     keys = ["task", "train_file", "eval_file", "text_column", "label_column", "encoding", "label_words",
             "multi_token_labels", "limit", "n", "selection", "retrieval_pool", "seed", "typos", "max_tokens",
             "shorten", "input_prefix", "output_prefix", "separator", "n_select", "n_heldout", "probe_items",
-            "sim_context", "tau", "model", "dtype"]
+            "sim_context", "tau", "model", "dtype", "eval_order"]
     return {k: getattr(args, k) for k in keys}
 
 
@@ -158,7 +161,8 @@ def run(args) -> int:
                         multi_token_labels=args.multi_token_labels, sim_context=args.sim_context,
                         probe_items=args.probe_items, n_select=args.n_select, n_heldout=args.n_heldout,
                         tau=args.tau, model=args.model, dtype=args.dtype, input_prefix=args.input_prefix,
-                        output_prefix=args.output_prefix, separator=args.separator, label_words=task.label_words)
+                        output_prefix=args.output_prefix, separator=args.separator, label_words=task.label_words,
+                        eval_order=args.eval_order)
     max_tokens = args.max_tokens or lm.config.max_position_embeddings
     t_build = time.perf_counter()
     prompts, gold, sources = icl.build_all(task, lm.tokenizer, cfg, max_tokens)
@@ -173,7 +177,8 @@ def run(args) -> int:
     conf = {"options": opts, "task": task.name, "model": args.model, "n": args.n, "seed": args.seed,
             "selection": args.selection, "typos": args.typos, "label_words": list(task.label_words),
             "label_names": list(task.label_names), "label_ids": label_ids, "label_warnings": warnings,
-            "split_note": task.split_note, "n_select": args.n_select, "n_heldout": args.n_heldout,
+            "split_note": task.split_note, "eval_order": args.eval_order,
+            "n_select": args.n_select, "n_heldout": args.n_heldout,
             "tau": args.tau, "probe_offsets": list(icl.PROBE_OFFSETS), "sim_context": args.sim_context,
             "max_tokens": max_tokens, "mean_prompt_tokens": float(np.mean([len(p.ids) for p in prompts]))}
     icl.write_json(cpath, conf)
