@@ -84,3 +84,17 @@ def test_prompt_record_roundtrip():
     for k in ("ids", "x_spans", "y_spans", "block_spans", "test_span", "demo_labels", "demo_indices"):
         assert np.array_equal(getattr(p, k), getattr(q, k))
     assert q.query_pos == p.query_pos
+
+
+def test_eval_order_and_limit():
+    from llm_check.data import Example, TaskData
+    ev = [Example(f"text {i}", int(i >= 10), f"f:{i + 1}") for i in range(20)]  # class-sorted, like RT
+    task = TaskData("t", ("a", "b"), ("A", "B"), ev[:2], ev)
+    t_file, g_file, _ = icl.test_texts(task, icl.RunConfig(eval_order="file", limit=5))
+    assert t_file == [f"text {i}" for i in range(5)] and set(g_file) == {0}
+    t1, g1, s1 = icl.test_texts(task, icl.RunConfig(limit=10))
+    t2, _, _ = icl.test_texts(task, icl.RunConfig(limit=20, seed=7))  # --seed does not move the items
+    assert t2[:10] == t1 and sorted(t2) == sorted(e.text for e in ev)
+    assert 0 < g1.sum() < 10  # both classes among the first 10 once shuffled
+    with pytest.raises(P.PromptError, match="evaluation order 'random'"):
+        icl.test_texts(task, icl.RunConfig(eval_order="random"))
