@@ -90,6 +90,8 @@ def compute(run_dir: str) -> dict:
         "best_head_accuracy_all_at": [int(v) for v in np.unravel_index(np.argmax(acc_all), acc_all.shape)],
         "majority_vote_accuracy_heldout": float(np.mean(vote[held] == gold[held])),
         "majority_vote_agreement_heldout": float(np.mean(vote[held] == yhat[held])),
+        # Agreement a constant predictor reaches: the share of ŷ's most frequent class.
+        "constant_agreement_heldout": float(np.bincount(yhat[held], minlength=C).max() / max(1, len(held))),
         "timings": cfg.get("timings", {}),
     }
     variants = []
@@ -170,6 +172,8 @@ def table2_rows(res: dict) -> list[tuple[str, str]]:
         ("all-MiniLM-L6-v2 KR", f(res.get("kr_minilm_accuracy"))),
         ("LM mean-pooled hidden KR", f(res.get("kr_lm_hidden_accuracy"))),
         ("majority label of the demonstrations", f(res["majority_vote_accuracy_heldout"])),
+        ("agreement of majority-of-demos with ŷ", f(res["majority_vote_agreement_heldout"])),
+        ("agreement of a constant (ŷ's most frequent class) with ŷ", f(res.get("constant_agreement_heldout"))),
         ("chosen head (layer, head), 0-based", f"L{ch['layer']} H{ch['head']}"),
     ]
 
@@ -184,7 +188,7 @@ def markdown(res: dict, cfg: dict) -> str:
         lines += ["Label words: " + "; ".join(cfg["label_warnings"]), ""]
     lines += ["## Table 2 analogue", "", "| quantity | ours | paper (GPT-J-6B) |", "|---|---|---|"]
     pp = PAPER_TABLE2.get(cfg["task"])
-    paper_vals = (list(pp) if pp else [None] * 4) + [None] * 3
+    paper_vals = (list(pp) if pp else [None] * 4) + [None] * 5
     for (k, v), pv in zip(table2_rows(res), paper_vals):
         lines.append(f"| {k} | {v} | {'—' if pv is None else f'{pv:.3f}'} |")
     lo, hi = res["icl_accuracy_heldout_ci"]
@@ -250,8 +254,8 @@ def summarize(run_dirs: list[str], out_dir: str, fixed_head: tuple[int, int] | N
         res.append(r)
     f = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["| run | task | items (select / held out) | ICL acc | agreement ỹ vs ŷ | reconstructed acc | "
-             "MiniLM KR | LM-hidden KR | majority-of-demos acc | majority-of-demos agreement | head |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "MiniLM KR | LM-hidden KR | majority-of-demos acc | majority-of-demos agreement | constant agreement | head |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res:
         pp = PAPER_TABLE2.get(r["task"])
         ch = r["chosen_head"]
@@ -259,10 +263,10 @@ def summarize(run_dirs: list[str], out_dir: str, fixed_head: tuple[int, int] | N
                      f"{f(r['reconstruction_agreement_heldout'])} | {f(r['reconstructed_accuracy_heldout'])} | "
                      f"{f(r.get('kr_minilm_accuracy'))} | {f(r.get('kr_lm_hidden_accuracy'))} | "
                      f"{f(r['majority_vote_accuracy_heldout'])} | {f(r['majority_vote_agreement_heldout'])} | "
-                     f"L{ch['layer']} H{ch['head']} |")
+                     f"{f(r.get('constant_agreement_heldout'))} | L{ch['layer']} H{ch['head']} |")
         if pp:
             lines.append(f"| paper GPT-J-6B | {r['task']} | 700 / 300 | {f(pp[0])} | {f(pp[1])} | {f(pp[2])} | "
-                         f"{f(pp[3])} | — | — | — | 17 / 10 (indexing unstated) |")
+                         f"{f(pp[3])} | — | — | — | — | 17 / 10 (indexing unstated) |")
     if fixed_head is not None:
         lines += ["", f"At the fixed head L{fixed_head[0]} H{fixed_head[1]}, all items of each run:", "",
                   "| run | items | ICL acc | agreement ỹ vs ŷ | reconstructed acc | best-head agreement (all items, optimistic) |",
