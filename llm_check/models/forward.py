@@ -53,6 +53,12 @@ def forward(model, input_ids, attention_mask=None, capture_positions=None, captu
     ctx = model.config.max_position_embeddings
     if S > ctx:
         raise PromptTooLongError(f"sequence length {S} exceeds the model context {ctx}")
+    if not isinstance(input_ids, jax.core.Tracer):
+        ids_np = np.asarray(input_ids)
+        vocab = model.config.vocab_size
+        if ids_np.size and (ids_np.min() < 0 or ids_np.max() >= vocab):
+            bad = int(ids_np.min()) if ids_np.min() < 0 else int(ids_np.max())
+            raise InputError(f"token id {bad} is outside the vocabulary; expected 0 <= id < {vocab}")
     if attention_mask is None:
         attention_mask = jnp.ones((B, S), dtype=bool)
     attention_mask = jnp.asarray(attention_mask)

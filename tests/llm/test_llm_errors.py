@@ -233,3 +233,12 @@ def test_corrupt_bin_checkpoint(tmp_path, llama):
     with pytest.raises(errors.CheckpointError) as e:
         load_model(str(folder))
     _one_line(e, "pytorch_model.bin", "not a loadable PyTorch checkpoint")
+
+
+@pytest.mark.parametrize("bad", [-1, 50])
+def test_token_id_outside_vocabulary(llama, bad):
+    ids = np.zeros((1, 5), np.int32)
+    ids[0, 2] = bad
+    with pytest.raises(errors.InputError) as e:
+        forward(llama, ids)
+    _one_line(e, str(bad), "50")
