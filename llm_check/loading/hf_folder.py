@@ -73,6 +73,8 @@ def config_from_hf(raw: dict, source):
                         float(scaling["high_freq_factor"]), float(scaling["original_max_position_embeddings"]))
     else:
         raise UnsupportedModelError(f"rope type {rope_type!r} in {source}; expected 'default' or 'llama3'")
+    if raw.get("hidden_act", "silu") != "silu":
+        raise UnsupportedModelError(f"hidden_act {raw['hidden_act']!r} in {source}; expected 'silu' (SwiGLU)")
     if raw.get("partial_rotary_factor", 1.0) != 1.0:
         raise UnsupportedModelError(f"partial_rotary_factor={raw['partial_rotary_factor']} in {source}; expected 1.0")
     return LlamaConfig(

@@ -120,6 +120,13 @@ def test_quantised_folder(folder):
     _one_line(e, "bitsandbytes")
 
 
+def test_unsupported_activation(folder):
+    _edit_config(folder, hidden_act="gelu")
+    with pytest.raises(errors.UnsupportedModelError) as e:
+        load_model(str(folder))
+    _one_line(e, "gelu", "silu")
+
+
 def test_unsupported_rope_type(folder):
     _edit_config(folder, rope_scaling={"rope_type": "yarn", "factor": 4.0})
     with pytest.raises(errors.UnsupportedModelError) as e:
