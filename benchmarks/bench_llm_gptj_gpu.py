@@ -107,7 +107,7 @@ def main() -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="6b")
     parser.add_argument("--logits-to-keep", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=["jax", "torch"], help=argparse.SUPPRESS)
-    parser.add_argument("--impl", default="einsum", help=argparse.SUPPRESS)
+    parser.add_argument("--impl", default="chunked", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         res = child_jax(args) if args.child == "jax" else child_torch(args)
@@ -117,7 +117,8 @@ def main() -> int:
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
     base = [sys.executable, __file__, "--batch", str(args.batch), "--seq", str(args.seq),
             "--repeats", str(args.repeats), "--preset", args.preset]
-    runs = {"ours": ["--child", "jax", "--impl", "einsum"],
+    runs = {"ours": ["--child", "jax", "--impl", "chunked"],      # forward()'s default
+            "ours_einsum": ["--child", "jax", "--impl", "einsum"],
             "ours_cudnn": ["--child", "jax", "--impl", "cudnn"],
             "hf_all": ["--child", "torch"],
             "hf_1": ["--child", "torch", "--logits-to-keep", "1"]}
@@ -137,7 +138,7 @@ def main() -> int:
     for r in results.values():
         peak = f"{r['peak_bytes'] / 2**30:.2f} GiB" if r["peak_bytes"] else "n/a"
         print(f"  {r['impl']:<72} {r['tokens_per_s']:>10.0f} tok/s  peak {peak:>10}  on {r['device']}")
-    for mine in ("ours", "ours_cudnn"):
+    for mine in ("ours", "ours_einsum", "ours_cudnn"):
         if mine not in results:
             continue
         o = results[mine]

@@ -97,7 +97,36 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Arr
     return out.reshape(B, S, H, hd), pattern
 
 
-ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
+ATTENTION_IMPLS = ("einsum", "chunked", "xla", "cudnn")
+QUERY_BLOCK = 256
+
+
+def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array, scale: float,
+                      block: int = QUERY_BLOCK) -> jax.Array:
+    """Causal attention output ``[B, S, H, hd]`` computed ``block`` queries at a time.
+
+    Same maths as :func:`causal_attention`, but the largest temporary is ``[B, H, block, S]``
+    instead of ``[B, H, S, S]``: memory grows linearly with the sequence (long prompts on CPU).
+    """
+    B, S, H, hd = q.shape
+    kvh = k.shape[2]
+    rep = H // kvh
+    nb = -(-S // block)
+    qp = jnp.pad(q, ((0, 0), (0, nb * block - S), (0, 0), (0, 0)))
+    qb = qp.reshape(B, nb, block, kvh, rep, hd).transpose(1, 0, 2, 3, 4, 5)   # [nb, B, C, KVH, rep, hd]
+    key_pos = jnp.arange(S)
+    key_mask = key_mask.astype(bool)
+
+    def one_block(args):
+        qi, start = args
+        scores = jnp.einsum("bqgrd,bkgd->bgrqk", qi, k, preferred_element_type=jnp.float32) * scale
+        allowed = (key_pos[None, :] <= (start + jnp.arange(block))[:, None])[None] & key_mask[:, None, :]
+        probs = jax.nn.softmax(jnp.where(allowed[:, None, None], scores, _MASK_VALUE), axis=-1)
+        return jnp.einsum("bgrqk,bkgd->bqgrd", probs.astype(v.dtype), v,
+                          preferred_element_type=jnp.float32).astype(q.dtype)
+
+    out = jax.lax.map(one_block, (qb, jnp.arange(nb) * block))                # [nb, B, C, KVH, rep, hd]
+    return out.transpose(1, 0, 2, 3, 4, 5).reshape(B, nb * block, H, hd)[:, :S]
 
 
 def captured_rows(q: jax.Array, k: jax.Array, key_mask: jax.Array, capture_positions: jax.Array,
@@ -117,14 +146,17 @@ def captured_rows(q: jax.Array, k: jax.Array, key_mask: jax.Array, capture_posit
     return jax.nn.softmax(scores, axis=-1).reshape(B, H, -1, S)
 
 
-def attention(q, k, v, key_mask, capture_positions, scale: float, impl: str = "einsum"):
+def attention(q, k, v, key_mask, capture_positions, scale: float, impl: str = "chunked"):
     """Dispatch: ``"einsum"`` forms the S x S probabilities (:func:`causal_attention`);
-    ``"xla"`` / ``"cudnn"`` use ``jax.nn.dot_product_attention`` for the output and recompute
-    only the captured rows (:func:`captured_rows`). ``"cudnn"`` needs a GPU, bf16/fp16 and right
+    ``"chunked"`` works through ``QUERY_BLOCK`` queries at a time (:func:`chunked_attention`);
+    ``"xla"`` / ``"cudnn"`` use ``jax.nn.dot_product_attention``. All but "einsum" recompute only
+    the captured rows (:func:`captured_rows`). ``"cudnn"`` needs a GPU, bf16/fp16 and right
     padding (keys masked by length); the others take any padding mask."""
     if impl == "einsum":
         return causal_attention(q, k, v, key_mask, capture_positions, scale)
-    if impl == "xla":
+    if impl == "chunked":
+        out = chunked_attention(q, k, v, key_mask, scale)
+    elif impl == "xla":
         out = jax.nn.dot_product_attention(q, k, v, mask=key_mask[:, None, None, :].astype(bool),
                                            scale=scale, is_causal=True, implementation="xla")
     elif impl == "cudnn":

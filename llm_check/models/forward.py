@@ -25,7 +25,7 @@ def last_positions(attention_mask) -> jax.Array:
 
 def forward(model, input_ids, attention_mask=None, capture_positions=None, capture_qkv: bool = False,
             capture_kv_all: bool = False, return_hidden: bool = False,
-            attention_impl: str = "einsum") -> ForwardOutput:
+            attention_impl: str = "chunked") -> ForwardOutput:
     """Run ``model`` on a padded batch and capture attention at chosen query positions.
 
     Args:
@@ -39,9 +39,11 @@ def forward(model, input_ids, attention_mask=None, capture_positions=None, captu
       capture_qkv: also return per-head q, k, v at the captured positions.
       capture_kv_all: also return keys and values at all positions, ``[L, B, KVH, S, hd]``.
       return_hidden: also return final hidden states ``[B, S, D]``.
-      attention_impl: ``"einsum"`` (default; forms each layer's S x S probabilities as a
-        temporary), ``"xla"`` or ``"cudnn"`` (``jax.nn.dot_product_attention`` for the output,
-        captured rows recomputed in O(Q S); "cudnn" needs a GPU, bf16 and right padding).
+      attention_impl: ``"chunked"`` (default; 256 queries at a time, so temporaries grow
+        linearly with S), ``"einsum"`` (forms each layer's S x S probabilities at once),
+        ``"xla"`` or ``"cudnn"`` (``jax.nn.dot_product_attention``; "cudnn" needs a GPU, bf16
+        and right padding). All but "einsum" recompute the captured rows in O(Q S), so memory
+        beyond the weights grows with Q and S, not S^2.
 
     Returns a :class:`ForwardOutput`. Raises :class:`PromptTooLongError` when S exceeds the
     context and :class:`CapturePositionError` for a position outside ``[0, S)`` or on a pad token.

@@ -73,7 +73,7 @@ class GPTJBlock(nnx.Module):
         self.fc_in = Linear(d, cfg.intermediate_size, bias=True, dtype=dtype, rngs=rngs)
         self.fc_out = Linear(cfg.intermediate_size, d, bias=True, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, cfg: GPTJConfig, cos, sin, key_mask, capture_positions, impl: str = "einsum"):
+    def __call__(self, x, cfg: GPTJConfig, cos, sin, key_mask, capture_positions, impl: str = "chunked"):
         """x ``[B, S, D]`` -> (x, pattern ``[B, H, Q, S]``, (q, k, v) pre-rotary per head)."""
         B, S, _ = x.shape
         hd = cfg.head_dim

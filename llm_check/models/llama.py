@@ -79,7 +79,7 @@ class LlamaBlock(nnx.Module):
         self.up_proj = Linear(d, cfg.intermediate_size, bias=cfg.mlp_bias, dtype=dtype, rngs=rngs)
         self.down_proj = Linear(cfg.intermediate_size, d, bias=cfg.mlp_bias, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, cfg: LlamaConfig, cos, sin, key_mask, capture_positions, impl: str = "einsum"):
+    def __call__(self, x, cfg: LlamaConfig, cos, sin, key_mask, capture_positions, impl: str = "chunked"):
         """x ``[B, S, D]`` -> (x, pattern ``[B, H, Q, S]``, (q, k, v) pre-rotary per head)."""
         B, S, _ = x.shape
         hd = cfg.head_dim

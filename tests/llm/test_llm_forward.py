@@ -138,19 +138,37 @@ def test_llama3_rope_scaling_matches_transformers_formula():
     assert mid.any() and np.all((scaled[mid] <= plain[mid]) & (scaled[mid] >= plain[mid] / 8))
 
 
-def test_fused_attention_path_matches_einsum_path(model):
-    """attention_impl="xla" (jax.nn.dot_product_attention + recomputed captured rows) gives the
-    einsum path's logits and attention rows, with left and right padding."""
+def test_attention_impls_agree(model):
+    """attention_impl="xla" (jax.nn.dot_product_attention) and "chunked" (the default), both
+    with recomputed captured rows, give the einsum path's logits and attention rows (which are
+    read straight off its S x S softmax), with left and right padding."""
     rng = np.random.default_rng(3)
     ids = rng.integers(0, 40, (2, 14))
     mask = np.ones((2, 14), bool)
     mask[0, 10:] = False     # right padding
     mask[1, :3] = False      # left padding
     cap = np.array([[9, 0, 4], [13, 3, 8]])
-    a = forward(model, ids, mask, capture_positions=cap)
-    b = forward(model, ids, mask, capture_positions=cap, attention_impl="xla")
-    np.testing.assert_allclose(np.asarray(b.logits), np.asarray(a.logits), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(b.patterns), np.asarray(a.patterns), atol=1e-6)
+    a = forward(model, ids, mask, capture_positions=cap, attention_impl="einsum")
+    for impl in ("xla", "chunked"):
+        b = forward(model, ids, mask, capture_positions=cap, attention_impl=impl)
+        np.testing.assert_allclose(np.asarray(b.logits), np.asarray(a.logits), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(b.patterns), np.asarray(a.patterns), atol=1e-6)
+
+
+@pytest.mark.parametrize("S,block", [(13, 4), (12, 4), (5, 8)])
+def test_chunked_attention_matches_full_attention(S, block):
+    """Query blocks (ragged last block, exact multiple, one short block) give the full result."""
+    rng = np.random.default_rng(S)
+    B, H, kvh, hd = 2, 4, 2, 8
+    q = rng.normal(size=(B, S, H, hd)).astype(np.float32)
+    k = rng.normal(size=(B, S, kvh, hd)).astype(np.float32)
+    v = rng.normal(size=(B, S, kvh, hd)).astype(np.float32)
+    mask = np.ones((B, S), bool)
+    mask[1, S - 3:] = False
+    mask[0, :2] = False
+    full, _ = att.causal_attention(q, k, v, mask, None, 0.3)
+    chunked = att.chunked_attention(q, k, v, mask, 0.3, block=block)
+    np.testing.assert_allclose(np.asarray(chunked), np.asarray(full), atol=1e-6)
 
 
 def test_bad_attention_impl_and_cudnn_needs_right_padding(model):
