@@ -113,6 +113,8 @@ def test_texts(task: TaskData, cfg: RunConfig) -> tuple[list[str], np.ndarray, l
         order = np.random.default_rng([cfg.split_seed, 1]).permutation(len(task.evaluation))
     elif cfg.eval_order != "file":
         raise PromptError(f"evaluation order {cfg.eval_order!r}; expected 'shuffled' or 'file'")
+    # An empty test input cannot be classified: such rows are skipped (counted by ``empty_texts``).
+    order = np.array([j for j in order if task.evaluation[j].text.strip()], dtype=np.int64)
     if cfg.limit is not None:
         order = order[: cfg.limit]
     items = [task.evaluation[j] for j in order]
@@ -130,8 +132,9 @@ def retrieval_similarities(task: TaskData, texts: Sequence[str], cfg: RunConfig,
     of MiniLM embeddings, for ``selection="retrieved"``."""
     from llm_check.sentence_encoder import encode, load_minilm
 
-    m = min(cfg.retrieval_pool, len(task.pool))
-    cand = np.sort(np.random.default_rng([cfg.seed, 99]).choice(len(task.pool), size=m, replace=False))
+    usable = np.array([j for j, e in enumerate(task.pool) if e.text.strip()], dtype=np.int64)
+    m = min(cfg.retrieval_pool, len(usable))
+    cand = np.sort(usable[np.random.default_rng([cfg.seed, 99]).choice(len(usable), size=m, replace=False)])
     enc = load_minilm()
     ec = encode(enc, [task.pool[i].text for i in cand])
     et = encode(enc, list(texts))
@@ -140,9 +143,12 @@ def retrieval_similarities(task: TaskData, texts: Sequence[str], cfg: RunConfig,
 
 def build_all(task: TaskData, tokenizer, cfg: RunConfig, max_tokens: int) -> tuple[list[P.Prompt], np.ndarray, list[str]]:
     texts, gold, sources = test_texts(task, cfg)
+    # Demonstrations come from the non-empty pool rows only (tweet_eval hate has 7 empty tweets).
+    usable = np.array([j for j, e in enumerate(task.pool) if e.text.strip()], dtype=np.int64)
+    if cfg.n > len(usable):
+        raise PromptError(f"n = {cfg.n} demonstrations but the pool of task {task.name!r} has only {len(usable)} "
+                          f"non-empty examples")
     pool_labels = np.array([e.label for e in task.pool])
-    if cfg.n > len(task.pool):
-        raise PromptError(f"n = {cfg.n} demonstrations but the pool of task {task.name!r} has only {len(task.pool)} examples")
     cand = sims = None
     if cfg.selection == "retrieved":
         cand, sims = retrieval_similarities(task, texts, cfg)
@@ -150,8 +156,10 @@ def build_all(task: TaskData, tokenizer, cfg: RunConfig, max_tokens: int) -> tup
     out = []
     for i, x in enumerate(texts):
         rng = P.item_rng(cfg.seed, i)
-        idx = P.select_demonstrations(pool_labels, cfg.n, rng, cfg.selection,
-                                      similarity=None if sims is None else sims[i], candidates=cand)
+        if cfg.selection == "retrieved":
+            idx = P.select_demonstrations(pool_labels, cfg.n, rng, cfg.selection, similarity=sims[i], candidates=cand)
+        else:
+            idx = usable[P.select_demonstrations(pool_labels[usable], cfg.n, rng, cfg.selection)]
         demos = [(task.pool[j].text, words[task.pool[j].label]) for j in idx]
         out.append(P.build_prompt(tokenizer, demos, x, pool_labels[idx], idx, cfg.fmt, max_tokens, cfg.shorten))
     return out, gold, sources

