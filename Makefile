@@ -22,17 +22,21 @@ $(VENV)/.test: $(VENV)/.base
 	touch $@
 
 demo: $(VENV)/.base
-	$(VENV)/bin/icl-kernel sweep --name demo --overwrite
+	$(VENV)/bin/icl-kernel sweep --name demo
 	$(VENV)/bin/icl-kernel plot runs/demo
 
+# The simulator tests run in their own process: float64 and two CPU devices are process-wide in JAX.
 test: $(VENV)/.test
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests/sim
+	$(PY) -m pytest -q tests --ignore=tests/sim
 
 test-fast: $(VENV)/.test
-	$(PY) -m pytest -q -m "not slow and not torch" tests
+	$(PY) -m pytest -q -m "not slow and not torch" tests/sim
+	$(PY) -m pytest -q -m "not slow and not torch" tests --ignore=tests/sim
 
 bench: $(VENV)/.test
 	$(PY) benchmarks/bench_forward.py
+	$(PY) benchmarks/bench_llm_check.py --points 32
 
 clean-venv:
 	rm -rf $(VENV)
