@@ -10,7 +10,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output PNG (default: figures/NAME-convergence.png)")
     p.add_argument("--kernels", default=None, help="only these kernels (space-separated labels as in summary.json)")
     p.add_argument("--no-paper", action="store_true", help="do not overlay the paper's Table 3")
-    p.add_argument("--bound", action="store_true", help="overlay the stated bound where it applies (see `icl-kernel bound`)")
 
 
 def run(args) -> int:
@@ -20,12 +19,7 @@ def run(args) -> int:
 
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else Path("figures") / f"{run_dir.name}-convergence.png"
-    bound = None
-    if args.bound:
-        from simulate.bound_overlay import bound_curves  # issue 3
-
-        bound = bound_curves(run_dir)
     path = plot_convergence(run_dir, out, args.kernels.split() if args.kernels else None,
-                            show_paper=not args.no_paper, bound=bound)
+                            show_paper=not args.no_paper)
     print(f"wrote {path}")
     return 0
