@@ -8,7 +8,7 @@ N = 128 demonstrations, l = 5, labels 1..4, float32, the batch sharded over all 
 2. one batch of full prompts (n = 128): sequence-steps per second, ours vs dynamax;   target ≥ 1×
 3. the FLOP rate of our forward step (2 P d² per step) against this machine's matmul rate.
 
-Usage: .venv/bin/python benchmarks/bench_forward.py [--prompts 200] [--repeats 5]
+Usage: .venv/bin/python benchmarks/bench_forward.py [--prompts 200] [--repeats 20]
 """
 import argparse
 import time
@@ -31,7 +31,7 @@ def best_of(f, repeats):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=200)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=20, help="best of this many timed runs for each side")
     a = ap.parse_args()
     from simulate.runtime import setup, batch_sharding
 
