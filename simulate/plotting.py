@@ -13,11 +13,8 @@ PAPER_TABLE3 = dict(n=[1, 2, 4, 8, 16, 32, 64, 128],
                     accuracy=[0.337, 0.532, 0.745, 0.901, 0.926, 0.968, 0.961, 0.964])
 
 
-def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True, bound=None) -> Path:
-    """Two panels: L1 distance of ŷ_n to Bayes (log-log, 95% bands, fitted rate) and agreement vs n.
-
-    ``bound``: optional dict kernel -> (ns, values) overlaid as dotted lines (the stated bound).
-    """
+def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True) -> Path:
+    """Two panels: L1 distance of ŷ_n to Bayes (log-log, 95% bands, fitted rate) and agreement vs n."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,9 +45,6 @@ def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True, b
             intercept = np.mean(np.log(m[idx]) - sl["value"] * np.log(fn))
             xs = np.geomspace(fn[0], fn[-1], 20)
             ax1.plot(xs, np.exp(intercept) * xs ** sl["value"], "--", color=c, linewidth=1)
-        if bound and name in bound:
-            bn, bv = bound[name]
-            ax1.plot(bn, bv, ":", color=c, linewidth=1.5, label=f"{name} bound")
         a = np.array([r["mean"] for r in ks["argmax_agreement"]])
         alo = np.array([r["lo"] for r in ks["argmax_agreement"]])
         ahi = np.array([r["hi"] for r in ks["argmax_agreement"]])

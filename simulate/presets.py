@@ -6,7 +6,7 @@ one seed gives one HMM. Results are validated :class:`theory.hmm.HMM` objects (n
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass, asdict
 from pathlib import Path
 
 import numpy as np

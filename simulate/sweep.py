@@ -22,12 +22,12 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from theory.errors import HMMError, KernelError
+from theory.errors import KernelError
 from theory.hmm import HMM, check_labels, input_tokens
 from theory import kernels as tk
 
@@ -156,13 +156,12 @@ def atomic_write_json(path: Path, obj) -> None:
 # ------------------------------------------------------------------ kernels
 
 
-def prepare_kernels(hmm: HMM, specs, length: int, seed: int = 0, progress=None):
+def prepare_kernels(hmm: HMM, specs, length: int, seed: int = 0):
     """Build what each kernel needs once per run (Σ⁺ matrices) and report on it.
 
     Returns (prepared list of dicts with jnp-ready numpy arrays, info list for kernels.json).
     """
     import jax
-    from simulate.sampling import sample_inputs
 
     blocks = tk.block_structure(hmm)
     F = tk.feature_dim(blocks)
@@ -199,8 +198,6 @@ def prepare_kernels(hmm: HMM, specs, length: int, seed: int = 0, progress=None):
         else:
             prepared.append(dict(kind=spec.name, beta=spec.beta))
         infos.append(info)
-        if progress:
-            progress(spec.label)
     return prepared, infos, blocks
 
 
@@ -228,9 +225,10 @@ _MC_CACHE: dict = {}
 def _mc_features_jit(keys, hmm, start, length, blocks):
     import jax
 
-    f = _MC_CACHE.get((length, id(blocks)))
+    ck = (length, blocks.K, blocks.b, blocks.order.tobytes())
+    f = _MC_CACHE.get(ck)
     if f is None:
-        f = _MC_CACHE[(length, id(blocks))] = jax.jit(
+        f = _MC_CACHE[ck] = jax.jit(
             lambda k, h, s: _mc_features_impl(k, h, s, length, blocks))
     return f(keys, hmm, start)
 
@@ -277,7 +275,7 @@ def make_evaluator(hmm: HMM, prepared, blocks, labels, grid, dtype):
     return jax.jit(evaluate)
 
 
-def chunk_metrics(sb, kout, grid):
+def chunk_metrics(sb, kout):
     """Per-prompt metrics (numpy) from one evaluated batch."""
     from simulate.metrics import l1, argmax_agree
 
@@ -305,9 +303,10 @@ def _check_folder(out: Path, resolved: dict, overwrite: bool) -> None:
             old = json.loads(cfg_path.read_text())
         except Exception:
             raise RunFolderError(f"{cfg_path} is unreadable; remove the folder or pick another --name") from None
-        if old != json.loads(json.dumps(resolved)):
+        new = json.loads(json.dumps(resolved))  # the form it takes on disk
+        if old != new:
             if not overwrite:
-                diff = sorted(k for k in set(old) | set(resolved) if old.get(k) != json.loads(json.dumps(resolved)).get(k))
+                diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise RunFolderError(f"run folder {out} was made with another config (differs in {', '.join(diff)}); "
                                      "use another --name, or --overwrite to discard it")
             import shutil
@@ -327,7 +326,7 @@ def run_sweep(cfg: SweepConfig, out_dir, *, overwrite: bool = False, quiet: bool
     from tqdm.auto import tqdm
     from simulate.presets import save_hmm
     from simulate.runtime import batch_sharding
-    from simulate.sampling import sample_prompts, Prompts
+    from simulate.sampling import sample_prompts
 
     t0 = time.perf_counter()
     resolved, hmm = resolve(cfg)
@@ -373,7 +372,7 @@ def run_sweep(cfg: SweepConfig, out_dir, *, overwrite: bool = False, quiet: bool
                         for ko in kout]
                 pieces.append((sb, kout))
                 bar.update(real)
-            common, per_kernel, preds = _merge(pieces, grid, resolved["save_predictions"])
+            common, per_kernel, preds = _merge(pieces, resolved["save_predictions"])
             arrays = {f"common__{k}": v for k, v in common.items()}
             for j, pk in enumerate(per_kernel):
                 arrays.update({f"k{j}__{k}": v for k, v in pk.items()})
@@ -389,11 +388,11 @@ def run_sweep(cfg: SweepConfig, out_dir, *, overwrite: bool = False, quiet: bool
     return summary
 
 
-def _merge(pieces, grid, save_k):
+def _merge(pieces, save_k):
     commons, kernels_ = [], []
     preds = {}
     for sb, kout in pieces:
-        c, pk = chunk_metrics(sb, kout, grid)
+        c, pk = chunk_metrics(sb, kout)
         commons.append(c)
         kernels_.append(pk)
     common = {k: np.concatenate([c[k] for c in commons], axis=-1) for k in commons[0]}

@@ -121,17 +121,6 @@ def make_hmm(T, B, R, p0, task_start, task_of_state, delim, delim_weight=None, *
     return HMM(Tm, Bm, arrs["R"], dw, arrs["p0"], ts, task_of_state.astype(np.int32), np.asarray(delim_i, np.int32))
 
 
-def validate_hmm(hmm: HMM) -> HMM:
-    """Re-validate an HMM (e.g. one loaded from a file); returns it as float64 numpy."""
-    return make_hmm(*[np.asarray(a) for a in hmm[:2]], hmm.R, hmm.p0, hmm.task_start, hmm.task_of_state,
-                    hmm.delim, hmm.delim_weight)
-
-
-def hmm_astype(hmm: HMM, dtype) -> HMM:
-    """The same HMM with float arrays cast to ``dtype`` (integer fields unchanged)."""
-    return hmm._replace(**{f: np.asarray(getattr(hmm, f), dtype) for f in ("T", "B", "R", "delim_weight", "p0", "task_start")})
-
-
 def operator(hmm: HMM, o: int) -> np.ndarray:
     """The observable operator ``M_o`` (``[d, d]``, numpy)."""
     if int(o) == int(hmm.delim):
@@ -162,9 +151,3 @@ def check_labels(hmm: HMM, labels) -> np.ndarray:
         if not np.any(np.asarray(hmm.B)[:, y] > 0):
             raise HMMError(f"label {int(y)} cannot be emitted by any hidden state (B[:, {int(y)}] is all zero)")
     return lab
-
-
-def task_blocks(hmm: HMM) -> list[np.ndarray]:
-    """State indices of each task block."""
-    tos = np.asarray(hmm.task_of_state)
-    return [np.flatnonzero(tos == k) for k in range(hmm.num_tasks)]

@@ -69,24 +69,3 @@ def gram_by_enumeration(hmm: HMM, length: int, alphabet=None, weights_start=None
         w = 1.0 if weights_start is None else float(np.asarray(weights_start) @ Tx.sum(1))
         G += w * np.outer(v, v)
     return G
-
-
-def rational_hmm(hmm: HMM, denominator: int = 1000):
-    """The HMM's matrices as sympy Rational matrices (entries rounded to 1/denominator, rows re-closed).
-
-    Returns a dict of sympy Matrices T, B, R, delim_weight, p0 whose rows are exactly stochastic.
-    """
-    import sympy as sp
-
-    def rat(a, stochastic=True):
-        a = np.atleast_2d(np.asarray(a, float))
-        rows = []
-        for r in a:
-            q = [sp.Rational(int(round(v * denominator)), denominator) for v in r]
-            if stochastic:
-                q[int(np.argmax(r))] += 1 - sum(q)
-            rows.append(q)
-        return sp.Matrix(rows)
-
-    return dict(T=rat(hmm.T), B=rat(hmm.B), R=rat(hmm.R), p0=rat(hmm.p0),
-                delim_weight=rat(hmm.delim_weight, stochastic=False))

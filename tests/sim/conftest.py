@@ -16,7 +16,6 @@ settings.register_profile("jax", deadline=None, max_examples=12, derandomize=Tru
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "jax"))
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from simulate.presets import HanConfig, han_hmm  # noqa: E402

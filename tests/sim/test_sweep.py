@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from icl_kernel.cli import main
-from simulate.sweep import SweepConfig, run_sweep, RunFolderError, SweepConfigError
+from simulate.sweep import SweepConfig, run_sweep, RunFolderError
 
 SMALL = ["--param", "num_tasks=2", "-P", "num_states=6", "-P", "num_tokens=8", "--n", "1,2,4", "--seeds", "0:2",
          "--prompts", "10", "--length", "2", "--quiet",
@@ -104,8 +104,9 @@ def test_sharded_batch_equals_single_device(tmp_path):
     pr = sample_prompts(jax.random.PRNGKey(0), hmm, [1, 2, 3], 8, 4, 2)
     sh, nd = batch_sharding()
     args = [np.asarray(x) for x in (pr.demos_x, pr.demos_y, pr.x_test, pr.task)]
-    sb1, k1 = ev(*[jax.device_put(a, sh) for a in args])
-    assert len(sb1.bayes.sharding.device_set) == nd or sb1.bayes.sharding.is_fully_replicated is False
+    sharded = [jax.device_put(a, sh) for a in args]
+    assert nd >= 2 and all(len(x.sharding.device_set) == nd and not x.sharding.is_fully_replicated for x in sharded)
+    sb1, k1 = ev(*sharded)
     sb2, k2 = ev(*[jax.device_put(a, jax.local_devices()[0]) for a in args])
     np.testing.assert_allclose(np.asarray(sb1.bayes), np.asarray(sb2.bayes), rtol=1e-12)
     np.testing.assert_allclose(np.asarray(k1[1][0]), np.asarray(k2[1][0]), rtol=1e-9)
