@@ -322,10 +322,8 @@ def run_sweep(cfg: SweepConfig, out_dir, *, overwrite: bool = False, quiet: bool
 
     ``stop_after_cells`` stops after computing that many new cells (for tests of resumption).
     """
-    import jax
     from tqdm.auto import tqdm
     from simulate.presets import save_hmm
-    from simulate.runtime import batch_sharding
     from simulate.sampling import sample_prompts
 
     t0 = time.perf_counter()
@@ -347,31 +345,14 @@ def run_sweep(cfg: SweepConfig, out_dir, *, overwrite: bool = False, quiet: bool
         prepared, infos, blocks = prepare_kernels(hmm, specs, cfg.length)
         atomic_write_json(out / "kernels.json", infos)
         evaluate = make_evaluator(hmm, prepared, blocks, labels, grid, resolved["dtype"])
-        sharding, ndev = batch_sharding()
         P = resolved["prompts_per_seed"]
-        chunk = max(ndev, (min(chunk, P) + ndev - 1) // ndev * ndev)
         bar = tqdm(total=len(todo) * P, unit="prompt", disable=quiet, delay=2.0,
                    desc=f"sweep {out.name}", dynamic_ncols=True)
         done_cells = 0
         for s in todo:
-            key = jax.random.fold_in(jax.random.PRNGKey(s), 0x50524F4D)
-            pr = sample_prompts(key, hmm, labels, P, N, cfg.length, cfg.task, cfg.label_mode)
+            pr = sample_prompts(prompt_key(s), hmm, labels, P, N, cfg.length, cfg.task, cfg.label_mode)
             atomic_savez(out / "prompts" / f"seed_{s}.npz", **pr._asdict())
-            pieces = []
-            for a in range(0, P, chunk):
-                sl = slice(a, min(a + chunk, P))
-                batch = [np.asarray(x[sl]) for x in pr]
-                real = batch[0].shape[0]
-                pad = (-real) % ndev
-                if pad:
-                    batch = [np.concatenate([x, np.repeat(x[:1], pad, axis=0)]) for x in batch]
-                dx, dy, xt, _, th = [jax.device_put(x, sharding) for x in batch]
-                sb, kout = evaluate(dx, dy, xt, th)
-                sb = type(sb)(*[np.asarray(v)[..., :real, :] if v.ndim == 3 else np.asarray(v)[..., :real] for v in sb])
-                kout = [tuple(np.asarray(v)[..., :real, :] if v.ndim == 3 else np.asarray(v)[..., :real] for v in ko)
-                        for ko in kout]
-                pieces.append((sb, kout))
-                bar.update(real)
+            pieces = evaluate_in_chunks(evaluate, (pr.demos_x, pr.demos_y, pr.x_test, pr.task), chunk, bar)
             common, per_kernel, preds = _merge(pieces, resolved["save_predictions"])
             arrays = {f"common__{k}": v for k, v in common.items()}
             for j, pk in enumerate(per_kernel):
@@ -386,6 +367,44 @@ def run_sweep(cfg: SweepConfig, out_dir, *, overwrite: bool = False, quiet: bool
     summary = summarise(out, resolved)
     summary["wall_seconds_this_call"] = time.perf_counter() - t0
     return summary
+
+
+def prompt_key(seed: int):
+    """The PRNG key of a seed's prompts (shared by sweeps and phenomena: same seed, same prompts)."""
+    import jax
+
+    return jax.random.fold_in(jax.random.PRNGKey(seed), 0x50524F4D)
+
+
+def evaluate_in_chunks(evaluate, arrays, chunk: int = 256, bar=None):
+    """Run an evaluator over ``arrays = (demos_x, demos_y, x_test, task)`` in prompt batches.
+
+    Each batch is padded to a multiple of the local devices and sharded over them; outputs come
+    back as numpy, trimmed to the real prompts. Returns a list of ``(sb, kout)`` pieces.
+    """
+    import jax
+    from simulate.runtime import batch_sharding
+
+    sharding, ndev = batch_sharding()
+    P = int(np.shape(arrays[0])[0])
+    chunk = max(ndev, (min(chunk, P) + ndev - 1) // ndev * ndev)
+    pieces = []
+    for a in range(0, P, chunk):
+        sl = slice(a, min(a + chunk, P))
+        batch = [np.asarray(x[sl]) for x in arrays]
+        real = batch[0].shape[0]
+        pad = (-real) % ndev
+        if pad:
+            batch = [np.concatenate([x, np.repeat(x[:1], pad, axis=0)]) for x in batch]
+        dx, dy, xt, th = [jax.device_put(x, sharding) for x in batch]
+        sb, kout = evaluate(dx, dy, xt, th)
+        sb = type(sb)(*[np.asarray(v)[..., :real, :] if v.ndim == 3 else np.asarray(v)[..., :real] for v in sb])
+        kout = [tuple(np.asarray(v)[..., :real, :] if v.ndim == 3 else np.asarray(v)[..., :real] for v in ko)
+                for ko in kout]
+        pieces.append((sb, kout))
+        if bar is not None:
+            bar.update(real)
+    return pieces
 
 
 def _merge(pieces, save_k):
