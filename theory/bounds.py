@@ -359,8 +359,8 @@ def check_distinguishable(dist: Distinguishability, tol: float = 1e-12) -> None:
     a, b = np.unravel_index(np.argmin(off), off.shape)
     if K > 1 and off[a, b] <= tol:
         raise AssumptionError(f"task distinguishability (Assumption 2): D[{a},{b}] = {off[a, b]:.3g} "
-                              f"(KL {dist.kl[a, b]:.3g}); tasks {a} and {b} are not distinguishable from "
-                              "demonstrations, so Bayes need not converge to the Oracle")
+                              f"(KL {dist.kl[a, b]:.3g}) <= 0: task {a}'s demonstrations are on average at least as likely "
+                              f"under task {b}, so Bayes need not converge to the Oracle")
 
 
 def bayes_oracle_bound(n, delta: float, task: int, prior, dist: Distinguishability, test_mass) -> np.ndarray:
