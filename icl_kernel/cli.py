@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("simulate.commands.sweep", "Convergence sweep over n: exact Bayes vs kernel regression on an HMM."),
     "plot": ("simulate.commands.plot", "Plot a sweep's run folder (distance and agreement vs n)."),
     "bound": ("simulate.commands.bound", "Theorem-1 constants and the bound curve for a preset or run folder."),
+    "phenomena": ("simulate.commands.phenomena", "The paper's §4.2 phenomena run exactly: retrieval, labels, ood."),
     "model-info": ("llm_check.commands.model_info", "Load a model offline and print its config, size, load time."),
     "llm-check": ("llm_check.commands.llm_check", "Attention-as-kernel validation on real ICL data."),
 }
