@@ -146,14 +146,40 @@ def test_bayes_converges_to_oracle_within_its_bound():
         viol += err[:, i] > bound + 1e-12
     assert np.all(viol / 200 <= delta + 3 * math.sqrt(delta * (1 - delta) / 200)), viol
     # The posterior from ℓ_θ products equals the forward algorithm's task mass after x_test.
-    for i in range(5):
-        n = grid[2]
-        ell = tb.demo_likelihoods(hmm, pr.demos_x[i, :n], np.asarray(pr.demos_y[i, :n]))  # [K, n]
-        xt = tb.full_operators(hmm, pr.x_test[i][None])[0]
-        logp = np.log(prior) + np.log(ell).sum(1) + np.log(np.asarray(hmm.task_start) @ xt.sum(1))
-        post = np.exp(logp - logp.max())
-        post /= post.sum()
-        np.testing.assert_allclose(post[int(pr.task[i])], np.asarray(sb.task_mass)[2, i], rtol=1e-9)
+    for i in range(8):
+        for g, n in enumerate(grid[:2]):  # small n: the posterior is not yet saturated
+            ell = tb.demo_likelihoods(hmm, pr.demos_x[i, :n], np.asarray(pr.demos_y[i, :n]))  # [K, n]
+            xt = tb.full_operators(hmm, pr.x_test[i][None])[0]
+            logp = np.log(prior) + np.log(ell).sum(1) + np.log(np.asarray(hmm.task_start) @ xt.sum(1))
+            post = np.exp(logp - logp.max())
+            post /= post.sum()
+            mass = np.asarray(sb.task_mass)[g, i]
+            np.testing.assert_allclose(post[int(pr.task[i])], mass, rtol=1e-9)
+            np.testing.assert_allclose(1 - post[int(pr.task[i])], 1 - mass, rtol=1e-6, atol=1e-15)
+    # The Oracle of theory.bounds equals the forward algorithm's.
+    for i in range(8):
+        np.testing.assert_allclose(tb.oracle(hmm, int(pr.task[i]), pr.x_test[i], labels), np.asarray(sb.oracle)[i],
+                                   rtol=1e-10)
+
+
+@pytest.mark.parametrize("length", [2, 3])  # (at l = 1 a point-mass start makes the Oracle constant in x)
+def test_gram_limit_is_the_oracle_and_sigma_kernels_are_biased(length):
+    """Over every x_test of a fixed HMM: the Gram kernel's limit is the Oracle (the kernel identity, through
+    theory.bounds), the Σ_pre kernel's is not, and every bias is below its Nadaraya–Watson bound."""
+    hmm = _hmm(5, 2, 2, 5)
+    labels = [1, 2, 3]
+    sets, dist = _setup(hmm, length, labels)
+    biases = {}
+    for kernel in ("gram", "pretrain", "belief"):
+        spec = tk.parse_kernel(kernel)
+        A = _matrix(hmm, spec, length)
+        for task in range(2):
+            for x_test in np.unique(sets[task].xs, axis=0):
+                pb = tb.prompt_bound(hmm, spec, x_test, task, labels, sets[task], dist, [0.5, 0.5], [10], A=A)
+                assert pb.bias <= pb.bias_bound + 1e-12, (kernel, x_test)
+                biases.setdefault(kernel, []).append(pb.bias)
+    assert max(biases["gram"]) < 1e-9
+    assert max(biases["belief"]) > 1e-4 and max(biases["pretrain"]) > 1e-4
 
 
 @given(**jax_hmm_params, data=st.data())
