@@ -37,12 +37,15 @@ from theory.bounds import all_inputs, eta, gram_epsilon, paper_epsilon
 from theory.hmm import HMM, input_tokens, make_hmm
 
 KINDS = ("retrieval", "labels", "ood")
-# The exact small setting: 4 tasks × 4 states, 8 tokens (7 inputs), l = 3, so 7³ = 343 inputs and Σ exact.
+# The small exact setting: 4 tasks × 4 states, 8 tokens (7 inputs). With l = 3 there are 7³ = 343 inputs,
+# so every Σ is exact by enumeration. Retrieval uses l = 7 (823 543 inputs; it needs no Σ but the Gram,
+# which is exact at any l), so that the chosen demonstrations are rarely copies of x_test.
 DEFAULT_PARAMS = dict(num_tasks=4, num_states=16, num_tokens=8)
 DEFAULTS = dict(
-    retrieval=dict(grid=(1, 2, 4, 8, 16, 32), kernels=("predictive", "predictive:beta=20", "belief", "gram")),
-    labels=dict(grid=(1, 2, 4, 8, 16, 32, 64), kernels=("predictive", "gram")),
-    ood=dict(grid=(1, 4, 16, 64, 256), kernels=("gram", "pretrain", "predictive", "belief")),
+    retrieval=dict(grid=(1, 2, 4, 8, 16, 32), length=7,
+                   kernels=("predictive", "predictive:beta=20", "belief", "gram")),
+    labels=dict(grid=(1, 2, 4, 8, 16, 32, 64), length=3, kernels=("predictive", "gram")),
+    ood=dict(grid=(1, 4, 16, 64, 256, 1024), length=3, kernels=("gram", "pretrain", "predictive", "belief")),
 )
 SELECTIONS = ("kernel", "hamming", "random")
 MAPPINGS = ("other", "permute", "identity")
@@ -68,11 +71,11 @@ class PhenomenonConfig:
 
 
 def default_config(kind: str, **common) -> PhenomenonConfig:
-    """The kind's defaults (exact small HMM, l = 3, |Y| = 3, float64); ``common`` overrides SweepConfig fields."""
+    """The kind's defaults (small HMM, |Y| = 3, float64, :data:`DEFAULTS`); ``common`` overrides SweepConfig fields."""
     if kind not in KINDS:
         raise PhenomenaError(f"unknown phenomenon {kind!r}; expected one of {', '.join(KINDS)}")
     base = dict(preset_params=dict(DEFAULT_PARAMS), grid=DEFAULTS[kind]["grid"], seeds=DEFAULT_SEEDS,
-                prompts_per_seed=DEFAULT_PROMPTS, length=3, num_labels=3, kernels=DEFAULTS[kind]["kernels"], dtype="float64")
+                prompts_per_seed=DEFAULT_PROMPTS, length=DEFAULTS[kind]["length"], num_labels=3, kernels=DEFAULTS[kind]["kernels"], dtype="float64")
     base.update(common)
     return PhenomenonConfig(kind, SweepConfig(**base))
 
@@ -243,6 +246,10 @@ def _retrieval_seed(ctx, seed):
         dy = np.take_along_axis(pr.demos_y, idx, axis=1)
         res = _concat(evaluate_in_chunks(ctx.evaluate, (dx, dy, pr.x_test, pr.task), bar=ctx.bar))
         out[sel] = _estimators(*res, ctx.names)
+        # How many of the first n chosen demonstrations are copies of x_test (a finite input space has them).
+        copies = np.cumsum((dx == pr.x_test[:, None]).all(-1), axis=1)
+        g = np.asarray(r["grid"])
+        out[sel]["selection"] = dict(x_test_copies=(copies[:, g - 1] / g).T)
     # Reference: every kernel over the whole pool of M (what a smaller bandwidth can use).
     full = _estimators(*_concat(evaluate_in_chunks(ctx.evaluate_pool, (pr.demos_x, pr.demos_y, pr.x_test, pr.task))),
                        ctx.names)
@@ -264,10 +271,10 @@ def _labels_seed(ctx, seed):
                                                                 bar=ctx.bar))
         # Over the whole vocabulary: read on the condition's label set; the Oracle is carried along π.
         est = _estimators(renorm(bayes, lab), renorm(oracle, Y), mass, [renorm(y, lab) for y in yhats], ctx.names)
-        est["bayes"]["label_mass"] = bayes[..., lab].sum(-1)
+        # Next-token probability of the original and the mapped label sets (whole vocabulary, not renormalised).
+        est["bayes"].update(mass_Y=bayes[..., Y].sum(-1), mass_piY=bayes[..., Yp].sum(-1))
         if cond == "mapped":
-            est["bayes@Y"] = dict(compare(renorm(bayes, Y), renorm(oracle, Y), "oracle"),
-                                  label_mass=bayes[..., Y].sum(-1))
+            est["bayes@Y"] = compare(renorm(bayes, Y), renorm(oracle, Y), "oracle")
         out[cond] = est
     return out, {}
 
@@ -332,6 +339,10 @@ def resolve_phenomenon(cfg: PhenomenonConfig) -> tuple[dict, HMM]:
             mix_emissions(hmm, v)  # range check
         resolved["lambdas"] = sorted(set(lams))
         _enumerate_inputs(hmm, resolved["length"])  # enumeration check
+        F = tk.feature_dim(tk.block_structure(hmm))
+        if F > 4096:
+            raise PhenomenaError(f"exact ε_θ needs Σ over vec(T_x), which has {F} dimensions here (> 4096); "
+                                 "use a smaller HMM")
     return resolved, hmm
 
 
@@ -467,6 +478,8 @@ def _table_retrieval(summary) -> str:
     lines = [_header(summary) + f", pool {summary['config']['pool']}",
              "L1 to Oracle P(y|x_test,θ*) (mean over prompts); agreement = argmax agrees with the Oracle"]
     rows = []
+    for sel in SELECTIONS:
+        rows.append((f"copies of x_test among chosen / {sel}", res[sel]["selection"]["x_test_copies"]))
     for est in ["bayes", *summary["config"]["kernels"]]:
         for sel in SELECTIONS:
             rows.append((f"{est} / {sel} : L1", res[sel][est]["l1_oracle"]))
@@ -495,9 +508,10 @@ def _table_labels(summary) -> str:
             ("Bayes mapped vs π(Oracle): agree", m["bayes"]["agree_oracle"]),
             ("posterior mass θ*: orig", o["bayes"]["task_mass"]),
             ("posterior mass θ*: mapped", m["bayes"]["task_mass"]),
-            ("next-token mass on Y: orig", o["bayes"]["label_mass"]),
-            ("next-token mass on π(Y): mapped", m["bayes"]["label_mass"]),
-            ("next-token mass on Y: mapped", m["bayes@Y"]["label_mass"])]
+            ("next-token mass on Y: orig", o["bayes"]["mass_Y"]),
+            ("next-token mass on Y: mapped", m["bayes"]["mass_Y"]),
+            ("next-token mass on π(Y): orig", o["bayes"]["mass_piY"]),
+            ("next-token mass on π(Y): mapped", m["bayes"]["mass_piY"])]
     for k in c["kernels"]:
         rows.append((f"{k} vs Oracle L1 (orig = mapped)", o[k]["l1_oracle"]))
         rows.append((f"{k} vs Bayes L1: orig", o[k]["l1_bayes"]))
@@ -568,6 +582,13 @@ def _log2_n(ax, ylabel, title):
     ax.set_title(title, fontsize=10)
 
 
+def _label_n_axes(axes, labels):
+    """Three panels over n: (y label, title) each; the middle one is a fraction in [0, 1]."""
+    for ax, (ylabel, title) in zip(axes, labels):
+        _log2_n(ax, ylabel, title)
+    axes[1].set_ylim(0, 1.02)
+
+
 def _plot_retrieval(summary, axes):
     res = summary["results"]
     grid = summary["config"]["grid"]
@@ -590,10 +611,9 @@ def _plot_retrieval(summary, axes):
     for k, ls in zip([k0, *others], ("-", ":", "-.")):
         axes[2].axhline(summary["full_pool"][k]["l1_oracle"]["mean"], color="gray", ls=ls, lw=1.2,
                         label=f"{k}, all {M} pool demos")
-    _log2_n(axes[0], "L1 distance to Oracle P(y | x_test, θ*) (over labels)", "Retrieved vs random demonstrations")
-    _log2_n(axes[1], "argmax agreement with the Oracle (fraction)", "Agreement with the Oracle")
-    _log2_n(axes[2], "L1 distance to Oracle (over labels)", "Retrieval vs a smaller bandwidth (β)")
-    axes[1].set_ylim(0, 1.02)
+    _label_n_axes(axes, [("L1 distance to Oracle P(y | x_test, θ*) (over labels)", "Retrieved vs random demonstrations"),
+                         ("argmax agreement with the Oracle (fraction)", "Agreement with the Oracle"),
+                         ("L1 distance to Oracle (over labels)", "Retrieval vs a smaller bandwidth (β)")])
 
 
 def _plot_labels(summary, axes):
@@ -607,13 +627,13 @@ def _plot_labels(summary, axes):
         _band(axes[0], grid, o[k]["l1_oracle"], color="black", ls=ls, label=f"{k} kernel (identical under π)")
     _band(axes[1], grid, o["bayes"]["task_mass"], color="tab:blue", marker="o", label="original labels")
     _band(axes[1], grid, m["bayes"]["task_mass"], color="tab:red", marker="o", label="mapped labels")
-    _band(axes[2], grid, o["bayes"]["label_mass"], color="tab:blue", marker="o", label="original prompt: mass on Y")
-    _band(axes[2], grid, m["bayes"]["label_mass"], color="tab:red", marker="o", label="mapped prompt: mass on π(Y)")
-    _band(axes[2], grid, m["bayes@Y"]["label_mass"], color="tab:purple", ls="--", label="mapped prompt: mass on Y")
-    _log2_n(axes[0], "L1 distance to the (transported) Oracle (over labels)", "Changed label format")
-    _log2_n(axes[1], "posterior mass on the true task θ* (probability)", "Task identification")
-    _log2_n(axes[2], "Bayes next-token probability of the label set", "Where the output goes")
-    axes[1].set_ylim(0, 1.02)
+    _band(axes[2], grid, o["bayes"]["mass_Y"], color="tab:blue", marker="o", label="original prompt: mass on Y")
+    _band(axes[2], grid, m["bayes"]["mass_Y"], color="tab:red", ls="--", label="mapped prompt: mass on Y")
+    _band(axes[2], grid, o["bayes"]["mass_piY"], color="tab:blue", marker="s", ls=":", label="original prompt: mass on π(Y)")
+    _band(axes[2], grid, m["bayes"]["mass_piY"], color="tab:red", marker="s", label="mapped prompt: mass on π(Y)")
+    _label_n_axes(axes, [("L1 distance to the (transported) Oracle (over labels)", "Changed label format"),
+                         ("posterior mass on the true task θ* (probability)", "Task identification"),
+                         ("Bayes next-token probability of the label set", "Where the output goes")])
 
 
 def _plot_ood(summary, axes):
@@ -622,12 +642,13 @@ def _plot_ood(summary, axes):
     lams = c["lambdas"]
     ests = ["bayes", *c["kernels"]]
     colors = plt_colors()
-    eps_mean = np.array([np.mean(e) for e in ex["eps"]])
+    scale = 10.0 ** np.floor(np.log10(max(np.max(ex["eps"]), 1e-300)))
+    eps_mean = np.array([np.mean(e) for e in ex["eps"]]) / scale
     for i, e in enumerate(ests):
         floors = [res[_lam_name(lam)][e]["l1_oracle"][-1] for lam in lams]
         _band(axes[0], lams, floors, color=colors[i], marker="o", label=e)
         per_task = summary["floor_by_task"]
-        xs = [ex["eps"][j][t] for j, lam in enumerate(lams) for t in range(len(ex["eps"][j]))
+        xs = [ex["eps"][j][t] / scale for j, lam in enumerate(lams) for t in range(len(ex["eps"][j]))
               if per_task[_lam_name(lam)][e][t] is not None]
         ys = [per_task[_lam_name(lam)][e][t] for j, lam in enumerate(lams) for t in range(len(ex["eps"][j]))
               if per_task[_lam_name(lam)][e][t] is not None]
@@ -639,15 +660,16 @@ def _plot_ood(summary, axes):
         _band(axes[2], c["grid"], res[_lam_name(lam)][k0]["l1_oracle"], color=cmap[j], marker="o", label=f"{k0}, λ={lam:g}")
         _band(axes[2], c["grid"], res[_lam_name(lam)]["bayes"]["l1_oracle"], color=cmap[j], ls="--", label=f"Bayes, λ={lam:g}")
     N = c["grid"][-1]
-    axes[0].set_xlabel("emission mixing λ toward uniform (0 = in distribution)")
+    shift = [np.mean(v) for v in ex["rel_shift"]]
+    axes[0].set_xticks(lams, [f"{lam:g}\n[{v:.2f}]" for lam, v in zip(lams, shift)])
+    axes[0].set_xlabel("emission mixing λ (0 = in distribution) [‖Σ_qλ − Σ_θ‖_F / ‖Σ_θ‖_F]")
     axes[0].set_ylabel(f"floor: L1 to Oracle at n={N} (over labels)")
     axes[0].set_title("Floor vs how far demonstrations are drawn from p_pre", fontsize=10)
-    shift = np.array([np.mean(s) for s in ex["rel_shift"]])
-    if len(lams) > 1 and np.all(np.diff(shift) > 0):
-        top = axes[0].secondary_xaxis("top", functions=(lambda x: np.interp(x, lams, shift),
-                                                        lambda v: np.interp(v, shift, lams)))
-        top.set_xlabel("relative shift ‖Σ_qλ − Σ_θ‖_F / ‖Σ_θ‖_F (mean over tasks)", fontsize=8)
-    axes[1].set_xlabel("ε_θ = ρ(Σ_pre⁺ − Σ_qλ⁺) (inverse units of Σ; lines: mean over tasks)")
+    for x, lam in zip(eps_mean, lams):
+        axes[1].axvline(x, color="gray", ls=":", lw=0.8)
+        axes[1].annotate(f"λ={lam:g}", (x, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
+                         va="top", ha="right", color="gray")
+    axes[1].set_xlabel(f"ε_θ = ρ(Σ_pre⁺ − Σ_qλ⁺) (×{scale:.0e}, units of Σ⁻¹; lines: task means)")
     axes[1].set_ylabel(f"floor: L1 to Oracle at n={N} (over labels)")
     axes[1].set_title("Floor vs ε_θ (dots: one task θ at one λ)", fontsize=10)
     axes[2].set_yscale("log")

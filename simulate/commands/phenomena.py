@@ -19,7 +19,7 @@ def _add_common(p: argparse.ArgumentParser, kind: str) -> None:
     g = p.add_argument_group("pretraining distribution")
     g.add_argument("--preset", choices=["han", "ginc", "custom"], default="han",
                    help="han (defaults here: " + ", ".join(f"{k}={v}" for k, v in DEFAULT_PARAMS.items())
-                        + ", so Σ is exact), ginc, or custom (--hmm-file)")
+                        + "), ginc, or custom (--hmm-file)")
     g.add_argument("--param", "-P", action="append", metavar="KEY=VALUE", default=[],
                    help="override a preset parameter, as in `icl-kernel sweep` (on top of the defaults above)")
     g.add_argument("--hmm-file", help="custom HMM file (.npz or .json)")
@@ -28,9 +28,10 @@ def _add_common(p: argparse.ArgumentParser, kind: str) -> None:
                    metavar="N1,N2,...", help="numbers of demonstrations")
     g.add_argument("--seeds", default=f"{DEFAULT_SEEDS[0]}:{DEFAULT_SEEDS[-1] + 1}", help="prompt seeds: list or range a:b")
     g.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS, help="prompts per seed")
-    g.add_argument("--length", "-l", type=int, default=3, help="input length l of each x_i and x_test")
+    g.add_argument("--length", "-l", type=int, default=DEFAULTS[kind]["length"],
+                   help="input length l of each x_i and x_test")
     g.add_argument("--num-labels", type=int, default=3, help="size of the automatic label set Y")
-    g.add_argument("--labels", default=None, metavar="Y1,Y2,...", help="label token ids (default: automatic)")
+    g.add_argument("--labels", default=None, metavar="Y1,Y2,...", help="label token ids (default: the first --num-labels emittable non-delimiter tokens)")
     g.add_argument("--kernels", default=" ".join(DEFAULTS[kind]["kernels"]), metavar="'K1 K2 ...'",
                    help="kernels, space-separated, as in `icl-kernel sweep`")
     g = p.add_argument_group("run")
