@@ -79,34 +79,41 @@ def compute_bound(hmm: HMM, length: int, labels, specs, x_test, tasks, grid, del
         consts.update(gram_pinv_norm=ginfo["pinv_norm"], gram_rank=ginfo["rank"])
         need = [s for s in specs if s.name in tk.MATRIX_KERNELS]
         if need:
-            extra = [tk.parse_kernel("pretrain"), tk.parse_kernel("task")]
+            labels_ = [s.label for s in need]
+            extra = [tk.parse_kernel(k) for k in ("pretrain", "task") if k not in labels_]
             prepared, _, _ = prepare_kernels(hmm, need + extra, length, seed)
-            for s, p in zip(need, prepared):
-                matrices[s.label] = p["A"]
-            A_pre, A_task = prepared[-2]["A"][0], prepared[-1]["A"]
+            by_label = {s.label: p["A"] for s, p in zip(need + extra, prepared)}
+            for s in need:
+                matrices[s.label] = by_label[s.label]
+            A_pre, A_task = by_label["pretrain"][0], by_label["task"]
             consts["paper_eps_theta"] = [tb.spectral_radius_sym(A_pre - A_task[k]) for k in range(len(A_task))]
             consts["eps_gram"] = {}
             for s in need:
                 if s.name == "gram":
                     consts["eps_gram"][s.label] = [0.0]
                 else:
-                    consts["eps_gram"][s.label] = [tb.gram_epsilon(M, Gp, iters=40).value for M in matrices[s.label]]
+                    consts["eps_gram"][s.label] = [tb.gram_epsilon(M, Gp, iters=25).value for M in matrices[s.label]]
     grid = np.asarray(sorted(set(int(n) for n in grid)), float)
     P = len(tasks)
     per = {s.label: {k: np.zeros((P, len(grid))) for k in ("deviation", "bayes", "total")} for s in specs}
     for s in specs:
         per[s.label].update(bias=np.zeros(P), bias_bound=np.zeros(P), bias_bound_paper=np.zeros(P), mu=np.zeros(P))
+    o_x = [tb.oracle_per_input(hmm, k, ds.xs, labels) for k, ds in enumerate(sets)]
     bar = tqdm(total=P * len(specs), disable=quiet, unit="prompt", desc="bound", delay=2.0)
     for j, s in enumerate(specs):
         if s.name in tk.MATRIX_KERNELS and s.label not in matrices:
             raise tk.KernelError(f"kernel {s.label!r}: vec(T_x) has {F} dimensions (> 4096); use belief or predictive")
+        f_sets = [tb.kernel_features(hmm, s, ds.xs) for ds in sets]
+        f_test = tb.kernel_features(hmm, s, np.asarray(x_test))
         for p in range(P):
             th = int(tasks[p])
             eps = None
             if s.name in ("pretrain", "task"):
                 eps = consts["eps_gram"][s.label][th if s.name == "task" else 0]
+            kv = tb.kernel_values_from_features(s, f_test[p], f_sets[th], matrices.get(s.label), th)
             pb = tb.prompt_bound(hmm, s, x_test[p], th, labels, sets[th], dist, assumptions.prior, grid,
-                                 delta_k, delta_b, A=matrices.get(s.label), eta_value=eta.value, eps=eps, Z=Z[th])
+                                 delta_k, delta_b, A=matrices.get(s.label), eta_value=eta.value, eps=eps, Z=Z[th],
+                                 kv=kv, o_x=o_x[th])
             r = per[s.label]
             r["deviation"][p], r["bayes"][p], r["total"][p] = pb.deviation, pb.bayes, pb.total
             r["bias"][p], r["bias_bound"][p], r["bias_bound_paper"][p] = pb.bias, pb.bias_bound, pb.bias_bound_paper

@@ -208,8 +208,8 @@ class GramEpsilon(NamedTuple):
     scale: float
 
 
-def gram_epsilon(A: np.ndarray, G_pinv: np.ndarray, iters: int = 80) -> GramEpsilon:
-    """min_{c ≥ 0} ρ(c A − G⁺): ρ of an affine matrix function is convex in c (ternary search).
+def gram_epsilon(A: np.ndarray, G_pinv: np.ndarray, iters: int = 40) -> GramEpsilon:
+    """min_{c ≥ 0} ρ(c A − G⁺): ρ of an affine matrix function is convex in c (golden-section search).
 
     Kernel regression is invariant to scaling A, so the bias bound may use the best scale.
     """
@@ -222,14 +222,20 @@ def gram_epsilon(A: np.ndarray, G_pinv: np.ndarray, iters: int = 80) -> GramEpsi
     lo, hi = 0.0, 2.0 * spectral_radius_sym(Gp) / rho_a
     while f(hi) < f(hi / 2):  # make sure the minimum is bracketed
         hi *= 2
+    g = (math.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = f(a), f(b)
     for _ in range(iters):
-        a, b = lo + (hi - lo) / 3, hi - (hi - lo) / 3
-        if f(a) <= f(b):
-            hi = b
+        if fa <= fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = f(a)
         else:
-            lo = a
-    c = 0.5 * (lo + hi)
-    return GramEpsilon(f(c), c)
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = f(b)
+    c = a if fa <= fb else b
+    return GramEpsilon(min(fa, fb), c)
 
 
 # ------------------------------------------------------------------ population limits
@@ -407,22 +413,38 @@ def demo_normaliser(hmm: HMM, length: int, labels) -> np.ndarray:
 # ------------------------------------------------------------------ kernels on demonstration sets
 
 
-def kernel_values(hmm: HMM, spec: tk.KernelSpec, x_test, xs, A=None, task=None) -> np.ndarray:
-    """K(x_test, x) for one test input ``[l]`` and inputs ``xs [S, l]`` (``[S]``).
+def kernel_features(hmm: HMM, spec: tk.KernelSpec, xs) -> np.ndarray:
+    """The features a kernel compares: restricted vec(T_x) (Σ kernels), beliefs or predictives ``[S, F]``."""
+    xs = np.asarray(xs)
+    if spec.name in tk.MATRIX_KERNELS:
+        return tk.operator_features(hmm, xs, tk.block_structure(hmm))
+    fn = tk.belief_features if spec.name == "belief" else tk.predictive_features
+    return fn(hmm, xs)
+
+
+def kernel_values_from_features(spec: tk.KernelSpec, f_test, f_demos, A=None, task=None) -> np.ndarray:
+    """K(x_test, x) from features: ``f_test [F]``, ``f_demos [S, F]`` → ``[S]``.
 
     ``A`` is the stack of Σ⁺ matrices in the restricted basis for the matrix kernels (``[1 or K, F, F]``;
     the task kernel uses ``A[task]``); the vector kernels ignore it.
     """
-    x_test = np.asarray(x_test)[None]
-    xs = np.asarray(xs)
     if spec.name in tk.MATRIX_KERNELS:
         if A is None:
             raise ValueError(f"kernel {spec.label} needs its Sigma-inverse matrix A")
-        Am = A[task if spec.name == "task" else 0]
-        blocks = tk.block_structure(hmm)
-        return tk.operator_features(hmm, xs, blocks) @ (Am @ tk.operator_features(hmm, x_test, blocks)[0])
-    fn = tk.belief_features if spec.name == "belief" else tk.predictive_features
-    return tk.kernel_values_vector(fn(hmm, x_test)[0], fn(hmm, xs), spec.beta)
+        return f_demos @ (A[task if spec.name == "task" else 0] @ f_test)
+    return tk.kernel_values_vector(f_test, f_demos, spec.beta)
+
+
+def kernel_values(hmm: HMM, spec: tk.KernelSpec, x_test, xs, A=None, task=None) -> np.ndarray:
+    """K(x_test, x) for one test input ``[l]`` and inputs ``xs [S, l]`` (``[S]``)."""
+    f_test = kernel_features(hmm, spec, np.asarray(x_test)[None])[0]
+    return kernel_values_from_features(spec, f_test, kernel_features(hmm, spec, xs), A, task)
+
+
+def oracle_per_input(hmm: HMM, task: int, xs, labels) -> np.ndarray:
+    """o_x = P(y | x, θ) renormalised over the label set, for each x (``[S, |Y|]``)."""
+    J = joint_table(hmm, xs, labels, np.asarray(hmm.task_start)[task:task + 1])[0]
+    return J / J.sum(axis=1, keepdims=True)
 
 
 class PromptBound(NamedTuple):
@@ -454,20 +476,23 @@ class PromptBound(NamedTuple):
 def prompt_bound(hmm: HMM, spec: tk.KernelSpec, x_test, task: int, labels, demos: DemoSet,
                  dist: Distinguishability, prior, n, delta_k: float = 0.05, delta_b: float = 0.05,
                  A=None, eta_value: float | None = None, eps: float | None = None,
-                 Z: float | None = None) -> PromptBound:
+                 Z: float | None = None, kv=None, o_x=None) -> PromptBound:
     """The bound on ‖ŷ_n − Bayes_n‖₁ for one prompt, split into its three terms.
 
     ``demos`` is task θ*'s demonstration set (exact or Monte Carlo); ``eta_value`` and ``eps`` are
     needed for the Σ kernels' bias bound, ``Z`` (= Z_θ*, :func:`demo_normaliser`) for its μ.
+    ``kv`` (kernel values on the set) and ``o_x`` (:func:`oracle_per_input` on the set) may be
+    passed precomputed.
     """
     labels = np.asarray(labels)
     n = np.atleast_1d(np.asarray(n, float))
-    kv = kernel_values(hmm, spec, x_test, demos.xs, A, task)
+    if kv is None:
+        kv = kernel_values(hmm, spec, x_test, demos.xs, A, task)
     lim = population_limit(kv, demos, len(labels))
     o = oracle(hmm, task, x_test, labels)
     bias = float(np.abs(lim.ybar - o).sum())
-    J = joint_table(hmm, demos.xs, labels, np.asarray(hmm.task_start)[task:task + 1])[0]
-    o_x = J / J.sum(axis=1, keepdims=True)
+    if o_x is None:
+        o_x = oracle_per_input(hmm, task, demos.xs, labels)
     nw = float(demos.w @ (np.abs(kv) * np.abs(o_x - o).sum(axis=1)) / abs(lim.mu))
     dev = deviation_bound(n, delta_k, lim.k_min, lim.k_max, lim.mu, len(labels))
     if spec.name == "gram":
