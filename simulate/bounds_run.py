@@ -97,7 +97,8 @@ def compute_bound(hmm: HMM, length: int, labels, specs, x_test, tasks, grid, del
     P = len(tasks)
     per = {s.label: {k: np.zeros((P, len(grid))) for k in ("deviation", "bayes", "total")} for s in specs}
     for s in specs:
-        per[s.label].update(bias=np.zeros(P), bias_bound=np.zeros(P), bias_bound_paper=np.zeros(P), mu=np.zeros(P))
+        per[s.label].update(bias=np.zeros(P), bias_bound=np.zeros(P), bias_bound_paper=np.zeros(P), mu=np.zeros(P),
+                            bias_error=np.zeros(P))
     o_x = [tb.oracle_per_input(hmm, k, ds.xs, labels) for k, ds in enumerate(sets)]
     bar = tqdm(total=P * len(specs), disable=quiet, unit="prompt", desc="bound", delay=2.0)
     for j, s in enumerate(specs):
@@ -118,6 +119,9 @@ def compute_bound(hmm: HMM, length: int, labels, specs, x_test, tasks, grid, del
             r["deviation"][p], r["bayes"][p], r["total"][p] = pb.deviation, pb.bayes, pb.total
             r["bias"][p], r["bias_bound"][p], r["bias_bound_paper"][p] = pb.bias, pb.bias_bound, pb.bias_bound_paper
             r["mu"][p] = pb.limit.mu
+            # A Monte Carlo set estimates ȳ from M draws: its error is the deviation bound at n = M.
+            r["bias_error"][p] = 0.0 if exact else tb.deviation_bound(
+                len(sets[th].w), 0.05, pb.limit.k_min, pb.limit.k_max, pb.limit.mu, len(labels))
             bar.update(1)
     bar.close()
     kernels = {}
@@ -131,7 +135,7 @@ def compute_bound(hmm: HMM, length: int, labels, specs, x_test, tasks, grid, del
             median_bias_bound_paper=(_finite(np.median(r["bias_bound_paper"]))[0]
                                      if s.name in tk.MATRIX_KERNELS else "n/a"),
             finite_total_frac=_finite(np.mean(np.isfinite(r["total"]), axis=0)),
-            median_mu=float(np.median(r["mu"])))
+            median_mu=float(np.median(r["mu"])), median_bias_error=_finite(np.median(r["bias_error"]))[0])
     return dict(grid=grid.astype(int).tolist(), delta_k=delta_k, delta_b=delta_b, length=int(length),
                 labels=labels.tolist(), num_prompts=P, constants=consts, kernels=kernels,
                 per_prompt={k: {m: np.asarray(v).tolist() for m, v in r.items()} for k, r in per.items()},
@@ -184,7 +188,9 @@ def format_bound(b: dict) -> str:
     lines.append("n                " + " ".join(f"{n:>9d}" for n in b["grid"]))
     fmt = lambda v: f"{v:9.3g}" if v is not None else "      inf"  # noqa: E731
     for name, k in b["kernels"].items():
-        lines.append(f"[{name}]  mean bias {k['mean_bias']:.4f}  (NW bound {k['mean_bias_bound']:.4f}; paper-form "
+        err = k["median_bias_error"]
+        err = "" if err == 0 else f" ± {err:.3g} (MC, 95%)" if err is not None else " ± inf (MC)"
+        lines.append(f"[{name}]  mean bias {k['mean_bias']:.4f}{err}  (NW bound {k['mean_bias_bound']:.4f}; paper-form "
                      f"{_fmt_paper(k['median_bias_bound_paper'])})  "
                      f"median mu_K {k['median_mu']:.3g}")
         lines.append("  deviation      " + " ".join(fmt(v) for v in k["median_deviation"]))

@@ -13,8 +13,12 @@ PAPER_TABLE3 = dict(n=[1, 2, 4, 8, 16, 32, 64, 128],
                     accuracy=[0.337, 0.532, 0.745, 0.901, 0.926, 0.968, 0.961, 0.964])
 
 
-def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True) -> Path:
-    """Two panels: L1 distance of ŷ_n to Bayes (log-log, 95% bands, fitted rate) and agreement vs n."""
+def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True, bound: dict | None = None) -> Path:
+    """Two panels: L1 distance of ŷ_n to Bayes (log-log, 95% bands, fitted rate) and agreement vs n.
+
+    With ``bound`` (a run's bound.json), each kernel's median Theorem-1 bound (dotted, where finite)
+    and its exactly computed mean bias (the floor, a short horizontal tick at the right) are overlaid.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,6 +49,18 @@ def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True) -
             intercept = np.mean(np.log(m[idx]) - sl["value"] * np.log(fn))
             xs = np.geomspace(fn[0], fn[-1], 20)
             ax1.plot(xs, np.exp(intercept) * xs ** sl["value"], "--", color=c, linewidth=1)
+        if bound is not None and name in bound.get("kernels", {}):
+            bk = bound["kernels"][name]
+            bn = np.asarray(bound["grid"], float)
+            tot = np.array([np.nan if v is None else v for v in bk["median_total"]], float)
+            keep = (bn <= grid[-1]) & np.isfinite(tot)
+            if keep.any():
+                ax1.plot(bn[keep], tot[keep], ":", color=c, linewidth=1.6, label=f"{name}: bound (median)")
+            err = bk.get("median_bias_error", 0.0)
+            if err is not None and err < bk["mean_bias"]:
+                what = "exact bias" if err == 0 else f"bias (MC ±{err:.2f})"
+                ax1.plot([grid[-1] * 0.8, grid[-1] * 1.25], [bk["mean_bias"]] * 2, "-", color=c, linewidth=3,
+                         alpha=0.7, label=f"{name}: {what} {bk['mean_bias']:.3f}")
         a = np.array([r["mean"] for r in ks["argmax_agreement"]])
         alo = np.array([r["lo"] for r in ks["argmax_agreement"]])
         ahi = np.array([r["hi"] for r in ks["argmax_agreement"]])
@@ -60,10 +76,11 @@ def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True) -
     ax1.set_xscale("log", base=2)
     ax1.set_yscale("log")
     if lows and highs:
-        ax1.set_ylim(min(min(lows), 0.08) * 0.7, max(highs) * 1.4)
+        ax1.set_ylim(min(min(lows), 0.08) * 0.7, max(highs) * 1.4 if bound is None else max(max(highs) * 1.4, 4.0))
     ax1.set_xlabel("number of demonstrations n")
     ax1.set_ylabel("L1 distance of ŷ_n to Bayes predictive (over labels)")
-    ax1.set_title("Kernel regression vs exact Bayesian ICL")
+    ax1.set_title("Kernel regression vs exact Bayesian ICL" + ("\n(dotted: Theorem-1 bound, median over prompts; "
+                  "bars: bias = floor)" if bound is not None else ""), fontsize=10 if bound is not None else None)
     ax1.grid(True, which="both", alpha=0.3)
     ax1.legend(fontsize=7, loc="lower left")
     ax2.set_xscale("log", base=2)

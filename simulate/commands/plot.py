@@ -10,6 +10,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output PNG (default: figures/NAME-convergence.png)")
     p.add_argument("--kernels", default=None, help="only these kernels (space-separated labels as in summary.json)")
     p.add_argument("--no-paper", action="store_true", help="do not overlay the paper's Table 3")
+    p.add_argument("--bound", action="store_true",
+                   help="overlay the Theorem-1 bound and exact bias from RUN/bound.json (run `icl-kernel bound RUN` first)")
 
 
 def run(args) -> int:
@@ -18,8 +20,17 @@ def run(args) -> int:
     from simulate.plotting import plot_convergence
 
     run_dir = Path(args.run_dir)
-    out = Path(args.out) if args.out else Path("figures") / f"{run_dir.name}-convergence.png"
+    bound = None
+    if args.bound:
+        import json
+
+        bpath = run_dir / "bound.json"
+        if not bpath.exists():
+            raise FileNotFoundError(f"{bpath} not found; run `icl-kernel bound {run_dir}` first")
+        bound = json.loads(bpath.read_text())
+    default = f"{run_dir.name}-{'bound' if args.bound else 'convergence'}.png"
+    out = Path(args.out) if args.out else Path("figures") / default
     path = plot_convergence(run_dir, out, args.kernels.split() if args.kernels else None,
-                            show_paper=not args.no_paper)
+                            show_paper=not args.no_paper, bound=bound)
     print(f"wrote {path}")
     return 0
