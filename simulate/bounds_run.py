@@ -121,7 +121,8 @@ def compute_bound(hmm: HMM, length: int, labels, specs, x_test, tasks, grid, del
             r["mu"][p] = pb.limit.mu
             # A Monte Carlo set estimates ȳ from M draws: its error is the deviation bound at n = M.
             r["bias_error"][p] = 0.0 if exact else tb.deviation_bound(
-                len(sets[th].w), 0.05, pb.limit.k_min, pb.limit.k_max, pb.limit.mu, len(labels))
+                len(sets[th].w), 0.05, pb.limit.k_min, pb.limit.k_max, pb.limit.mu, len(labels),
+                float(np.abs(pb.limit.ybar).sum()))
             bar.update(1)
     bar.close()
     kernels = {}

@@ -272,12 +272,14 @@ def oracle(hmm: HMM, task: int, x_test, labels) -> np.ndarray:
     return j / j.sum()
 
 
-def deviation_bound(n, delta: float, k_min: float, k_max: float, mu: float, num_labels: int) -> np.ndarray:
+def deviation_bound(n, delta: float, k_min: float, k_max: float, mu: float, num_labels: int,
+                    ybar_l1: float = 1.0) -> np.ndarray:
     r"""High-probability bound on ‖ŷ_n − ȳ‖₁ (Hoeffding on |Y|+1 means, union bound, ratio).
 
     Each term 1[y_i=y] K_i and K_i lies in an interval of length r = max(k_max, 0) − min(k_min, 0).
-    With probability ≥ 1 − δ every mean is within t = r √(log(2(|Y|+1)/δ)/(2n)) of its expectation,
-    and then ‖N/D − ν/μ‖₁ ≤ (‖N − ν‖₁ + |D − μ|)/|D| ≤ (|Y|+1) t / (|μ| − t). Infinite when t ≥ |μ|.
+    With probability ≥ 1 − δ every mean is within t = r √(log(2(|Y|+1)/δ)/(2n)) of its expectation.
+    Since N/D − ν/μ = ((N − ν) − ȳ (D − μ))/D, then ‖ŷ_n − ȳ‖₁ ≤ (|Y| + ‖ȳ‖₁) t / (|μ| − t);
+    ‖ȳ‖₁ = 1 for a positive kernel and may exceed 1 for a signed one. Infinite when t ≥ |μ|.
     """
     if not 0 < delta < 1:
         raise ValueError(f"delta={delta}, expected a probability in (0, 1)")
@@ -285,7 +287,7 @@ def deviation_bound(n, delta: float, k_min: float, k_max: float, mu: float, num_
     r = max(k_max, 0.0) - min(k_min, 0.0)
     t = r * np.sqrt(np.log(2 * (num_labels + 1) / delta) / (2 * n))
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = (num_labels + 1) * t / (abs(mu) - t)
+        out = (num_labels + ybar_l1) * t / (abs(mu) - t)
     return np.where(t < abs(mu), out, np.inf)
 
 
@@ -494,7 +496,7 @@ def prompt_bound(hmm: HMM, spec: tk.KernelSpec, x_test, task: int, labels, demos
     if o_x is None:
         o_x = oracle_per_input(hmm, task, demos.xs, labels)
     nw = float(demos.w @ (np.abs(kv) * np.abs(o_x - o).sum(axis=1)) / abs(lim.mu))
-    dev = deviation_bound(n, delta_k, lim.k_min, lim.k_max, lim.mu, len(labels))
+    dev = deviation_bound(n, delta_k, lim.k_min, lim.k_max, lim.mu, len(labels), float(np.abs(lim.ybar).sum()))
     if spec.name == "gram":
         paper = 0.0
     elif spec.name in tk.MATRIX_KERNELS and eta_value is not None and eps is not None and Z is not None:

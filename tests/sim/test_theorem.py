@@ -73,7 +73,7 @@ def test_deviation_bound_violation_frequency(seed, K, b, m, length, kernel, data
         idx = rng.choice(len(ds.w), size=(R, n), p=ds.w)
         err = np.abs(_yhat(kv, ds.ys, idx, len(labels)) - lim.ybar).sum(1)
         for delta in (0.1, 0.5):
-            bound = tb.deviation_bound(n, delta, lim.k_min, lim.k_max, lim.mu, len(labels))
+            bound = tb.deviation_bound(n, delta, lim.k_min, lim.k_max, lim.mu, len(labels), np.abs(lim.ybar).sum())
             freq = np.mean(~(err <= bound))
             assert freq <= delta + 3 * math.sqrt(delta * (1 - delta) / R), (n, delta, freq, bound)
 
@@ -98,7 +98,8 @@ def test_floor_equals_exact_bias_and_is_below_its_bound(seed, K, b, m, length, k
     kv = tb.kernel_values(hmm, spec, x_test, ds.xs, _matrix(hmm, spec, length), task)
     idx = np.random.default_rng(seed).choice(len(ds.w), size=(64, 65536), p=ds.w)
     floor = np.abs(_yhat(kv, ds.ys, idx, len(labels)) - tb.oracle(hmm, task, x_test, labels)).sum(1)
-    half = tb.deviation_bound(65536, 0.5, pb.limit.k_min, pb.limit.k_max, pb.limit.mu, len(labels))
+    half = tb.deviation_bound(65536, 0.5, pb.limit.k_min, pb.limit.k_max, pb.limit.mu, len(labels),
+                              np.abs(pb.limit.ybar).sum())
     assert np.median(np.abs(floor - pb.bias)) <= half
 
 
