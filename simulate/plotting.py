@@ -32,7 +32,7 @@ def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True, b
     cfg = s["config"]
     grid = np.asarray(cfg["grid"], float)
     names = [k for k in s["kernels"] if kernels is None or k in kernels]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2 if bound is None else 7.0))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, name in enumerate(names):
         ks = s["kernels"][name]
@@ -82,7 +82,10 @@ def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True, b
     ax1.set_title("Kernel regression vs exact Bayesian ICL" + ("\n(dotted: Theorem-1 bound, median over prompts; "
                   "bars: bias = floor)" if bound is not None else ""), fontsize=10 if bound is not None else None)
     ax1.grid(True, which="both", alpha=0.3)
-    ax1.legend(fontsize=7, loc="lower left")
+    if bound is None:
+        ax1.legend(fontsize=7, loc="lower left")
+    else:  # many entries: below the panel, off the data
+        ax1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3)
     ax2.set_xscale("log", base=2)
     ax2.set_xlabel("number of demonstrations n")
     ax2.set_ylabel("argmax agreement with Bayes (fraction)")
