@@ -565,14 +565,9 @@ def plot_phenomenon(summary: dict, out_path) -> Path:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(_header(summary) + "; bands: 95% bootstrap over prompts", fontsize=9)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(out_path, buf.getvalue())
-    return out_path
+    from simulate.plotting import save_figure
+
+    return save_figure(fig, out_path)
 
 
 def _log2_n(ax, ylabel, title):

@@ -99,13 +99,19 @@ def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True, b
                     if cfg["preset"] == "han" else "")
                  + f"l={cfg['length']}, labels {cfg['labels']}, {s['num_prompts']} prompts; bands: 95% bootstrap",
                  fontsize=9)
+    return save_figure(fig, out_path)
+
+
+def save_figure(fig, out_path) -> Path:
+    """Lay out, render to PNG in memory, close, and write atomically (temporary name, then rename)."""
+    import matplotlib.pyplot as plt
+    from simulate.sweep import atomic_write_bytes
+
     fig.tight_layout()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    from simulate.sweep import atomic_write_bytes
-
     atomic_write_bytes(out_path, buf.getvalue())
     return out_path
