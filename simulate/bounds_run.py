@@ -81,8 +81,10 @@ def compute_bound(hmm: HMM, length: int, labels, specs, x_test, tasks, grid, del
         if need:
             labels_ = [s.label for s in need]
             extra = [tk.parse_kernel(k) for k in ("pretrain", "task") if k not in labels_]
-            prepared, _, _ = prepare_kernels(hmm, need + extra, length, seed)
+            prepared, infos, _ = prepare_kernels(hmm, need + extra, length, seed)
             by_label = {s.label: p["A"] for s, p in zip(need + extra, prepared)}
+            # ‖Σ⁺‖₂ per kernel (one per start for the task kernel), as the pinv used it.
+            consts["sigma_pinv_norm"] = {i["kernel"]: [ps["pinv_norm"] for ps in i["per_start"]] for i in infos}
             for s in need:
                 matrices[s.label] = by_label[s.label]
             A_pre, A_task = by_label["pretrain"][0], by_label["task"]
@@ -182,6 +184,8 @@ def format_bound(b: dict) -> str:
              "Z_theta " + " ".join(f"{z:.3g}" for z in c["Z"])]
     if "gram_pinv_norm" in c:
         lines.append(f"||G_l^+|| {c['gram_pinv_norm']:.4g} (rank {c['gram_rank']} of {c['feature_dim']})")
+    for k, v in c.get("sigma_pinv_norm", {}).items():
+        lines.append(f"||Sigma^+|| for {k}: " + " ".join(f"{e:.3g}" for e in v))
     if "paper_eps_theta" in c:
         lines.append("paper eps_theta = rho(Sigma_pre^+ - Sigma_theta^+): " + " ".join(f"{e:.3g}" for e in c["paper_eps_theta"]))
         for k, v in c["eps_gram"].items():
