@@ -24,10 +24,12 @@ def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True, b
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from simulate.sweep import RunFolderError
+
     run_dir = Path(run_dir)
     summary_path = run_dir / "summary.json"
     if not summary_path.exists():
-        raise FileNotFoundError(f"{summary_path} not found; run `icl-kernel sweep` first")
+        raise RunFolderError(f"{summary_path} not found; run `icl-kernel sweep` first")
     s = json.loads(summary_path.read_text())
     cfg = s["config"]
     grid = np.asarray(cfg["grid"], float)

@@ -95,7 +95,8 @@ def check_assumptions(hmm: HMM, tol: float = 1e-9) -> Assumptions:
     prior = np.array([p0[tos == k].sum() for k in range(K)])
     resid = np.abs(p0 - prior @ starts).sum()
     if resid > 1e-7:
-        raise AssumptionError(f"p0 is not a mixture of the task starts (L1 residual {resid:.3g}); "
+        raise AssumptionError(f"start (Assumption 1): p0 is not a mixture of the task starts (L1 residual "
+                              f"{resid:.3g}), so the first demonstration would not start where the restarts do; "
                               "expected p0 = sum_k prior_k s_k")
     eps_d = float(prior.min())
     if eps_d <= 0:

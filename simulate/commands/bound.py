@@ -57,7 +57,7 @@ def run(args) -> int:
     import jax
     from simulate import bounds_run as br
     from simulate.sampling import sample_prompts
-    from simulate.sweep import SweepConfig, atomic_write_json, resolve
+    from simulate.sweep import RunFolderError, SweepConfig, atomic_write_json, resolve
     from theory import kernels as tk
 
     if not 0 < args.delta_k < 1 or not 0 < args.delta_b < 1:
@@ -73,7 +73,7 @@ def run(args) -> int:
     if run_dir is not None:
         cfg_path = run_dir / "config.json"
         if not cfg_path.exists():
-            raise FileNotFoundError(f"{cfg_path} not found; expected a sweep's run folder")
+            raise RunFolderError(f"{cfg_path} not found; expected a sweep's run folder")
         rc = json.loads(cfg_path.read_text())
         cfg = SweepConfig(preset=rc["preset"], preset_params=rc["preset_params"], hmm_file=rc["hmm_file"],
                           grid=tuple(rc["grid"]), seeds=tuple(rc["seeds"]), prompts_per_seed=rc["prompts_per_seed"],
@@ -85,7 +85,7 @@ def run(args) -> int:
                                      f"not {resolved['label_mode']!r}")
         pfile = run_dir / "prompts" / f"seed_{resolved['seeds'][0]}.npz"
         if not pfile.exists():
-            raise FileNotFoundError(f"{pfile} not found; the sweep has not finished its first seed")
+            raise RunFolderError(f"{pfile} not found; the sweep has not finished its first seed")
         with np.load(pfile) as z:
             x_test, tasks = z["x_test"][:args.prompts], z["task"][:args.prompts]
         grid |= set(resolved["grid"])

@@ -24,9 +24,11 @@ def run(args) -> int:
     if args.bound:
         import json
 
+        from simulate.sweep import RunFolderError
+
         bpath = run_dir / "bound.json"
         if not bpath.exists():
-            raise FileNotFoundError(f"{bpath} not found; run `icl-kernel bound {run_dir}` first")
+            raise RunFolderError(f"{bpath} not found; run `icl-kernel bound {run_dir}` first")
         bound = json.loads(bpath.read_text())
     default = f"{run_dir.name}-{'bound' if args.bound else 'convergence'}.png"
     out = Path(args.out) if args.out else Path("figures") / default

@@ -348,3 +348,13 @@ def test_bound_cli_on_a_run_folder(tmp_path, capsys):
     assert b["constants"]["demo_sets"] == "exact"
     for name, r in b["run_check"].items():
         assert all(w["within"] >= 0.9 for w in r["within_bound"]), (name, r)
+
+
+@pytest.mark.parametrize("argv", [["bound", "{d}/missing", "-q"], ["plot", "{d}/missing"], ["bound", "--delta-k", "2", "-q"],
+                                  ["bound", "--preset", "ginc", "--kernels", "belief", "-q"]])
+def test_bound_and_plot_bad_input_is_one_line(tmp_path, capsys, argv):
+    from icl_kernel.cli import main
+
+    rc = main([a.format(d=tmp_path) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "error" in err[0]
