@@ -250,6 +250,8 @@ class Limit(NamedTuple):
         mu: Σ_y ν(y) = E[K(x_test, x)].
         ybar: ``[|Y|]`` ν / μ, where ŷ_n converges.
         k_min, k_max: min and max of K(x_test, x) over the set (the range of each term).
+        var_nu: ``[|Y|]`` Var(1[y'=y] K(x_test, x)) per label.
+        var_mu: Var(K(x_test, x)).
     """
 
     nu: np.ndarray
@@ -257,6 +259,8 @@ class Limit(NamedTuple):
     ybar: np.ndarray
     k_min: float
     k_max: float
+    var_nu: np.ndarray | None = None
+    var_mu: float | None = None
 
 
 def population_limit(kvals, demos: DemoSet, num_labels: int) -> Limit:
@@ -264,7 +268,11 @@ def population_limit(kvals, demos: DemoSet, num_labels: int) -> Limit:
     kvals = np.asarray(kvals, float)
     nu = np.bincount(demos.ys, weights=demos.w * kvals, minlength=num_labels)
     mu = float(nu.sum())
-    return Limit(nu, mu, nu / mu if mu != 0 else np.full(num_labels, np.nan), float(kvals.min()), float(kvals.max()))
+    sq = np.bincount(demos.ys, weights=demos.w * kvals ** 2, minlength=num_labels)
+    var_nu = np.maximum(sq - nu ** 2, 0.0)
+    var_mu = max(float(sq.sum()) - mu ** 2, 0.0)
+    return Limit(nu, mu, nu / mu if mu != 0 else np.full(num_labels, np.nan), float(kvals.min()), float(kvals.max()),
+                 var_nu, var_mu)
 
 
 def oracle(hmm: HMM, task: int, x_test, labels) -> np.ndarray:
@@ -273,23 +281,46 @@ def oracle(hmm: HMM, task: int, x_test, labels) -> np.ndarray:
     return j / j.sum()
 
 
+def _mean_deviation(n, r: float, var, log_term: float):
+    """Half-width t of a two-sided confidence interval for a mean of n terms in an interval of length r.
+
+    The smaller of Hoeffding's r √(ℓ/(2n)) and Bernstein's (2rℓ/3 + √((2rℓ/3)² + 8nσ²ℓ))/(2n)
+    (the root of n t² = ℓ(2σ² + 2rt/3)), where ℓ = ``log_term`` and σ² = ``var``; the choice depends
+    only on n and population constants, so the interval holds with the chosen level either way.
+    """
+    hoeffding = r * np.sqrt(log_term / (2 * n))
+    if var is None:
+        return hoeffding
+    a = 2 * r * log_term / 3
+    bernstein = (a + np.sqrt(a * a + 8 * n * var * log_term)) / (2 * n)
+    return np.minimum(hoeffding, bernstein)
+
+
 def deviation_bound(n, delta: float, k_min: float, k_max: float, mu: float, num_labels: int,
-                    ybar_l1: float = 1.0) -> np.ndarray:
-    r"""High-probability bound on ‖ŷ_n − ȳ‖₁ (Hoeffding on |Y|+1 means, union bound, ratio).
+                    ybar_l1: float = 1.0, var_nu=None, var_mu: float | None = None) -> np.ndarray:
+    r"""High-probability bound on ‖ŷ_n − ȳ‖₁ (|Y|+1 concentration inequalities, union bound, ratio).
 
     Each term 1[y_i=y] K_i and K_i lies in an interval of length r = max(k_max, 0) − min(k_min, 0).
-    With probability ≥ 1 − δ every mean is within t = r √(log(2(|Y|+1)/δ)/(2n)) of its expectation.
-    Since N/D − ν/μ = ((N − ν) − ȳ (D − μ))/D, then ‖ŷ_n − ȳ‖₁ ≤ (|Y| + ‖ȳ‖₁) t / (|μ| − t);
-    ‖ȳ‖₁ = 1 for a positive kernel and may exceed 1 for a signed one. Infinite when t ≥ |μ|.
+    With probability ≥ 1 − δ every mean is within its half-width t_j of its expectation, where t_j
+    is Hoeffding's, or Bernstein's when the variances ``var_nu`` (per label) and ``var_mu`` are given
+    and it is smaller (:func:`_mean_deviation`), at level δ/(|Y|+1) each. Since
+    N/D − ν/μ = ((N − ν) − ȳ (D − μ))/D, then ‖ŷ_n − ȳ‖₁ ≤ (Σ_y t_y + ‖ȳ‖₁ t_D) / (|μ| − t_D);
+    ‖ȳ‖₁ = 1 for a positive kernel and may exceed 1 for a signed one. Infinite when t_D ≥ |μ|.
     """
     if not 0 < delta < 1:
         raise ValueError(f"delta={delta}, expected a probability in (0, 1)")
     n = np.asarray(n, float)
     r = max(k_max, 0.0) - min(k_min, 0.0)
-    t = r * np.sqrt(np.log(2 * (num_labels + 1) / delta) / (2 * n))
+    log_term = np.log(2 * (num_labels + 1) / delta)
+    if var_nu is None or var_mu is None:
+        t_num = num_labels * _mean_deviation(n, r, None, log_term)
+        t_den = _mean_deviation(n, r, None, log_term)
+    else:
+        t_num = sum(_mean_deviation(n, r, float(v), log_term) for v in np.asarray(var_nu, float))
+        t_den = _mean_deviation(n, r, float(var_mu), log_term)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = (num_labels + ybar_l1) * t / (abs(mu) - t)
-    return np.where(t < abs(mu), out, np.inf)
+        out = (t_num + ybar_l1 * t_den) / (abs(mu) - t_den)
+    return np.where(t_den < abs(mu), out, np.inf)
 
 
 def sigma_bias_bound(eta_value: float, eps: float, mu_exact: float) -> float:
@@ -324,12 +355,19 @@ class Distinguishability(NamedTuple):
         r: ``[K, K]`` the range (max − min) of the clipped log ratio over the set.
         kl: ``[K, K]`` KL(q_a ‖ q_b) between the demonstration laws (inf where supports differ).
         exact: whether the sets were exact laws.
+        lambdas: ``[J]`` the grid of Chernoff parameters λ.
+        log_mgf: ``[K, K, J]`` log E_{q_a}[exp(−λ log ℓ_a/ℓ_b)] (unclipped; −inf where ℓ_b = 0 always).
     """
 
     D: np.ndarray
     r: np.ndarray
     kl: np.ndarray
     exact: bool
+    lambdas: np.ndarray | None = None
+    log_mgf: np.ndarray | None = None
+
+
+CHERNOFF_LAMBDAS = np.geomspace(1e-4, 1e3, 281)
 
 
 def distinguishability(hmm: HMM, demo_sets, labels) -> Distinguishability:
@@ -337,6 +375,8 @@ def distinguishability(hmm: HMM, demo_sets, labels) -> Distinguishability:
     labels = np.asarray(labels)
     K = hmm.num_tasks
     D, r, kl = np.zeros((K, K)), np.zeros((K, K)), np.zeros((K, K))
+    lam = CHERNOFF_LAMBDAS
+    log_mgf = np.zeros((K, K, len(lam)))
     for a, ds in enumerate(demo_sets):
         ell = demo_likelihoods(hmm, ds.xs, labels[ds.ys])  # [K, S]
         J = joint_table(hmm, ds.xs, labels)  # [K, S, |Y|]
@@ -352,13 +392,19 @@ def distinguishability(hmm: HMM, demo_sets, labels) -> Distinguishability:
             Lc = np.minimum(L[b], cap)
             D[a, b] = float(ds.w @ Lc)
             r[a, b] = float(Lc.max() - Lc.min())
+            with np.errstate(invalid="ignore", over="ignore"):
+                e = np.log(ds.w)[None, :] - lam[:, None] * L[b][None, :]  # [J, S]; −inf where ℓ_b = 0
+                emax = e.max(axis=1, keepdims=True)
+                log_mgf[a, b] = np.where(np.isfinite(emax[:, 0]),
+                                         emax[:, 0] + np.log(np.exp(e - np.where(np.isfinite(emax), emax, 0)).sum(1)),
+                                         -np.inf)
             if Z is not None:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     lr = np.log(q[a] / Z[a]) - np.log(q[b] / Z[b])
                 kl[a, b] = float(ds.w @ lr) if np.all(np.isfinite(lr)) else math.inf
             else:
                 kl[a, b] = math.nan
-    return Distinguishability(D, r, kl, all(ds.exact for ds in demo_sets))
+    return Distinguishability(D, r, kl, all(ds.exact for ds in demo_sets), lam, log_mgf)
 
 
 def check_distinguishable(dist: Distinguishability, tol: float = 1e-12) -> None:
@@ -372,13 +418,33 @@ def check_distinguishable(dist: Distinguishability, tol: float = 1e-12) -> None:
                               f"under task {b}, so Bayes need not converge to the Oracle")
 
 
+def log_ratio_lower_bound(n, delta: float, dist: Distinguishability, a: int, b: int) -> np.ndarray:
+    r"""A lower bound on S = Σ_{i≤n} log ℓ_a/ℓ_b(demo_i) that holds with probability ≥ 1 − δ (``[len(n)]``).
+
+    The larger of Hoeffding's n D − r √(n log(1/δ)/2) (clipped log ratios) and Chernoff's
+    max_λ (−n log E[e^{−λ L}] − log(1/δ))/λ with the exact moment generating function on the grid
+    ``dist.lambdas``. Either is a deterministic function of n and the law, so choosing the larger
+    keeps the level δ.
+    """
+    n = np.asarray(n, float)
+    log_inv = np.log(1 / delta)
+    hoeff = n * dist.D[a, b] - dist.r[a, b] * np.sqrt(n * log_inv / 2)
+    if dist.log_mgf is None:
+        return hoeff
+    lm = dist.log_mgf[a, b]  # [J]
+    with np.errstate(invalid="ignore"):
+        cher = (-(n[:, None] * lm[None, :]) - log_inv) / dist.lambdas[None, :]  # [len(n), J]
+    cher = np.where(np.isnan(cher), -np.inf, cher).max(axis=1)
+    return np.maximum(hoeff, cher)
+
+
 def bayes_oracle_bound(n, delta: float, task: int, prior, dist: Distinguishability, test_mass) -> np.ndarray:
     r"""High-probability bound on ‖Bayes_n − o‖₁ for a prompt of task ``task`` (θ*).
 
     ‖Bayes_n − o‖₁ ≤ 2(1 − π'_n(θ*)) ≤ 2 Σ_{θ≠θ*} (π_θ/π_*) ρ_θ exp(−S_θ), where
-    S_θ = Σ_i log ℓ_*/ℓ_θ(demo_i) ≥ n D_θ − r_θ √(n log((K−1)/δ)/2) for all θ w.p. ≥ 1 − δ
-    (Hoeffding on the clipped log ratios, union bound), and ρ_θ = P(x_test, Y | θ)/P(x_test, Y | θ*)
-    comes from ``test_mass`` = P(x_test, Y | θ) for each θ (:func:`x_test_mass`). Capped at 2.
+    S_θ = Σ_i log ℓ_*/ℓ_θ(demo_i) ≥ :func:`log_ratio_lower_bound` at level δ/(K−1) for each θ (union
+    bound), and ρ_θ = P(x_test, Y | θ)/P(x_test, Y | θ*) comes from ``test_mass`` = P(x_test, Y | θ)
+    for each θ (:func:`x_test_mass`). Capped at 2.
     """
     if not 0 < delta < 1:
         raise ValueError(f"delta={delta}, expected a probability in (0, 1)")
@@ -392,7 +458,7 @@ def bayes_oracle_bound(n, delta: float, task: int, prior, dist: Distinguishabili
     for b in range(K):
         if b == task:
             continue
-        expo = n * dist.D[task, b] - dist.r[task, b] * np.sqrt(n * np.log((K - 1) / delta) / 2)
+        expo = log_ratio_lower_bound(n, delta / (K - 1), dist, task, b)
         with np.errstate(over="ignore"):
             total = total + prior[b] / prior[task] * test_mass[b] / test_mass[task] * np.exp(-expo)
     return np.minimum(2 * total, 2.0)
@@ -497,7 +563,8 @@ def prompt_bound(hmm: HMM, spec: tk.KernelSpec, x_test, task: int, labels, demos
     if o_x is None:
         o_x = oracle_per_input(hmm, task, demos.xs, labels)
     nw = float(demos.w @ (np.abs(kv) * np.abs(o_x - o).sum(axis=1)) / abs(lim.mu))
-    dev = deviation_bound(n, delta_k, lim.k_min, lim.k_max, lim.mu, len(labels), float(np.abs(lim.ybar).sum()))
+    dev = deviation_bound(n, delta_k, lim.k_min, lim.k_max, lim.mu, len(labels), float(np.abs(lim.ybar).sum()),
+                          lim.var_nu, lim.var_mu)
     if spec.name == "gram":
         paper = 0.0
     elif spec.name in tk.MATRIX_KERNELS and eta_value is not None and eps is not None and Z is not None:

@@ -73,9 +73,13 @@ def test_deviation_bound_violation_frequency(seed, K, b, m, length, kernel, data
         idx = rng.choice(len(ds.w), size=(R, n), p=ds.w)
         err = np.abs(_yhat(kv, ds.ys, idx, len(labels)) - lim.ybar).sum(1)
         for delta in (0.1, 0.5):
-            bound = tb.deviation_bound(n, delta, lim.k_min, lim.k_max, lim.mu, len(labels), np.abs(lim.ybar).sum())
-            freq = np.mean(~(err <= bound))
-            assert freq <= delta + 3 * math.sqrt(delta * (1 - delta) / R), (n, delta, freq, bound)
+            hoeffding = tb.deviation_bound(n, delta, lim.k_min, lim.k_max, lim.mu, len(labels), np.abs(lim.ybar).sum())
+            bernstein = tb.deviation_bound(n, delta, lim.k_min, lim.k_max, lim.mu, len(labels), np.abs(lim.ybar).sum(),
+                                           lim.var_nu, lim.var_mu)
+            assert bernstein <= hoeffding * (1 + 1e-12)
+            for bound in (hoeffding, bernstein):
+                freq = np.mean(~(err <= bound))
+                assert freq <= delta + 3 * math.sqrt(delta * (1 - delta) / R), (n, delta, freq, bound)
 
 
 @given(**hmm_params, kernel=st.sampled_from(KERNELS), data=st.data())
@@ -99,7 +103,7 @@ def test_floor_equals_exact_bias_and_is_below_its_bound(seed, K, b, m, length, k
     idx = np.random.default_rng(seed).choice(len(ds.w), size=(64, 65536), p=ds.w)
     floor = np.abs(_yhat(kv, ds.ys, idx, len(labels)) - tb.oracle(hmm, task, x_test, labels)).sum(1)
     half = tb.deviation_bound(65536, 0.5, pb.limit.k_min, pb.limit.k_max, pb.limit.mu, len(labels),
-                              np.abs(pb.limit.ybar).sum())
+                              np.abs(pb.limit.ybar).sum(), pb.limit.var_nu, pb.limit.var_mu)
     assert np.median(np.abs(floor - pb.bias)) <= half
 
 
@@ -358,3 +362,31 @@ def test_bound_and_plot_bad_input_is_one_line(tmp_path, capsys, argv):
     rc = main([a.format(d=tmp_path) for a in argv])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "error" in err[0]
+
+
+def test_chernoff_log_ratio_bound():
+    """The Chernoff lower bound on S = Σ log ℓ_a/ℓ_b: its MGF is the direct expectation, it is at least as tight
+    as Hoeffding's (strictly, somewhere), and S falls below it in at most a δ fraction of draws."""
+    hmm = _hmm(10, 3, 2, 5, emit_conc=0.5)
+    labels, length = [1, 2], 2
+    sets, dist = _setup(hmm, length, labels)
+    rng = np.random.default_rng(0)
+    ns = np.array([1, 4, 16, 64])
+    for a, b in [(0, 1), (1, 2), (2, 0)]:
+        ds = sets[a]
+        ell = tb.demo_likelihoods(hmm, ds.xs, np.asarray(labels)[ds.ys])
+        j = int(np.argmin(np.abs(dist.lambdas - 1.0)))
+        lam = dist.lambdas[j]
+        direct = np.log(ds.w @ (ell[b] / ell[a]) ** lam)
+        assert dist.log_mgf[a, b, j] == pytest.approx(direct, rel=1e-9, abs=1e-12)
+        hoeff = ns * dist.D[a, b] - dist.r[a, b] * np.sqrt(ns * np.log(1 / 0.05) / 2)
+        bound = tb.log_ratio_lower_bound(ns, 0.05, dist, a, b)
+        assert np.all(bound >= hoeff - 1e-9) and np.any(bound > hoeff + 1e-6)
+        with np.errstate(divide="ignore"):
+            L = np.log(ell[a]) - np.log(ell[b])
+        R = 4000
+        for delta in (0.05, 0.3):
+            for n in (1, 4, 16):
+                S = L[rng.choice(len(ds.w), size=(R, n), p=ds.w)].sum(1)
+                freq = np.mean(S < tb.log_ratio_lower_bound(np.array([n]), delta, dist, a, b)[0])
+                assert freq <= delta + 3 * math.sqrt(delta * (1 - delta) / R), (a, b, delta, n, freq)
