@@ -124,7 +124,7 @@ def compute_bound(hmm: HMM, length: int, labels, specs, x_test, tasks, grid, del
             # A Monte Carlo set estimates ȳ from M draws: its error is the deviation bound at n = M.
             r["bias_error"][p] = 0.0 if exact else tb.deviation_bound(
                 len(sets[th].w), 0.05, pb.limit.k_min, pb.limit.k_max, pb.limit.mu, len(labels),
-                float(np.abs(pb.limit.ybar).sum()))
+                float(np.abs(pb.limit.ybar).sum()), pb.limit.var_nu, pb.limit.var_mu)
             bar.update(1)
     bar.close()
     kernels = {}
