@@ -14,6 +14,9 @@ from hypothesis import settings, HealthCheck  # noqa: E402
 # JAX recompiles for every new shape: no deadline, few examples, few shapes.
 settings.register_profile("jax", deadline=None, max_examples=12, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# A longer random search for a local run: HYPOTHESIS_PROFILE=thorough make test
+settings.register_profile("thorough", deadline=None, max_examples=100, derandomize=False,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "jax"))
 
 import pytest  # noqa: E402
