@@ -16,7 +16,6 @@ Run folder (``runs/<name>/``), every file written atomically (temp file + ``os.r
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
@@ -195,21 +194,6 @@ def make_batches(lengths: np.ndarray, batch_size: int, first: Sequence[int] = ()
     return out
 
 
-def pad_batch(seqs: Sequence[np.ndarray], batch_size: int, bucket: int, pad_id: int = 0):
-    """Right-padded ``ids[B, S]``, ``mask[B, S]`` and last positions ``[B, 1]``; S a multiple of
-    ``bucket``; missing rows are one-token dummies (so every row has a real capture position)."""
-    S = int(-(-max(len(s) for s in seqs) // bucket) * bucket)
-    ids = np.full((batch_size, S), pad_id, np.int32)
-    mask = np.zeros((batch_size, S), bool)
-    mask[:, 0] = True
-    last = np.zeros((batch_size, 1), np.int32)
-    for r, s in enumerate(seqs):
-        ids[r, :len(s)] = s
-        mask[r, :len(s)] = True
-        last[r, 0] = len(s) - 1
-    return ids, mask, last
-
-
 # ----------------------------------------------------------------------------------------------
 # The ICL pass.
 
@@ -219,7 +203,7 @@ def icl_pass(lm, prompts: list[P.Prompt], label_ids: Sequence[int], cfg: RunConf
     ``{item: (keys[L, H, n, 5, hd], values[L, H, n, 5, hd])}`` (only computed for chunks run now)."""
     from tqdm import tqdm
 
-    from llm_check.models import forward
+    from llm_check.models import forward, pad_batch
 
     cdir = os.path.join(run_dir, "chunks")
     os.makedirs(cdir, exist_ok=True)
@@ -240,7 +224,7 @@ def icl_pass(lm, prompts: list[P.Prompt], label_ids: Sequence[int], cfg: RunConf
                 if np.array_equal(z["items"], items):
                     bar.update(len(items))
                     continue
-        ids, mask, last = pad_batch([prompts[i].ids for i in items], cfg.batch_size, cfg.bucket)
+        ids, mask, last = pad_batch([prompts[i].ids for i in items], multiple=cfg.bucket, min_batch=cfg.batch_size)
         t0 = time.perf_counter()
         out = forward(lm.model, ids, mask, last, capture_kv_all=want_kv)
         pat = np.asarray(out.patterns[:, :, :, 0, :])  # [L, B, H, S]
@@ -322,7 +306,7 @@ def singles_pass(lm, texts: Sequence[str], cfg: RunConfig, quiet: bool = False, 
     import jax
     from tqdm import tqdm
 
-    from llm_check.models import forward
+    from llm_check.models import forward, pad_batch
 
     tok = lm.tokenizer
     seqs, spans = [], []
@@ -341,7 +325,7 @@ def singles_pass(lm, texts: Sequence[str], cfg: RunConfig, quiet: bool = False, 
     hid = np.zeros((len(texts), lm.config.hidden_size), np.float32)
     bar = tqdm(total=len(texts), desc="texts alone", unit="text", disable=quiet)
     for items in make_batches(lengths, batch_size):
-        ids, mask, last = pad_batch([seqs[i] for i in items], batch_size, 16)
+        ids, mask, last = pad_batch([seqs[i] for i in items], multiple=16, min_batch=batch_size)
         out = forward(lm.model, ids, mask, last, return_hidden=True)
         pr = np.asarray(jax.nn.softmax(out.logits[:, 0, :].astype(np.float32), axis=-1))
         h = np.asarray(out.hidden)
@@ -352,10 +336,6 @@ def singles_pass(lm, texts: Sequence[str], cfg: RunConfig, quiet: bool = False, 
         bar.update(len(items))
     bar.close()
     return probs, probs.argmax(-1), hid
-
-
-def resolved(cfg: RunConfig, **kw) -> RunConfig:
-    return dataclasses.replace(cfg, **kw)
 
 
 def fit_probes(feats: dict, prompts: list[P.Prompt], top_demo: dict, lam: float = 0.01,

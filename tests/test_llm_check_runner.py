@@ -18,8 +18,10 @@ def test_make_batches_cover_once_probe_first():
     assert np.all(np.diff(lengths[rest]) >= 0)
 
 
-def test_pad_batch():
-    ids, mask, last = icl.pad_batch([np.array([1, 2, 3]), np.array([4])], 4, 8, pad_id=0)
+def test_pad_batch_fills_the_batch_with_dummy_rows():
+    from llm_check.models import pad_batch
+
+    ids, mask, last = pad_batch([np.array([1, 2, 3]), np.array([4])], pad_id=0, multiple=8, min_batch=4)
     assert ids.shape == (4, 8) and mask.sum(1).tolist() == [3, 1, 1, 1]
     assert last[:, 0].tolist() == [2, 0, 0, 0] and ids[0, :3].tolist() == [1, 2, 3]
 
