@@ -62,11 +62,12 @@ def compute_bound(hmm: HMM, length: int, labels, specs, x_test, tasks, grid, del
     assumptions = tb.check_assumptions(hmm)
     sets = demo_sets(hmm, length, labels, mc_demos, seed, enum_limit)
     exact = all(s.exact for s in sets)
-    dist = tb.distinguishability(hmm, sets, labels)
+    blocks = tk.block_structure(hmm)
+    phis = [tk.operator_features(hmm, ds.xs, blocks) for ds in sets]  # shared by D, o_x and the Σ kernels
+    dist = tb.distinguishability(hmm, sets, labels, phis)
     tb.check_distinguishable(dist)
     eta = tb.eta(hmm, length, enum_limit)
     Z = tb.demo_normaliser(hmm, length, labels)
-    blocks = tk.block_structure(hmm)
     F = tk.feature_dim(blocks)
     consts = dict(eps_r=assumptions.eps_r, eps_d=assumptions.eps_d, prior=assumptions.prior.tolist(),
                   eta=eta.value, eta_kind=eta.kind, Z=Z.tolist(), D=dist.D.tolist(), D_range=dist.r.tolist(),
@@ -101,12 +102,12 @@ def compute_bound(hmm: HMM, length: int, labels, specs, x_test, tasks, grid, del
     for s in specs:
         per[s.label].update(bias=np.zeros(P), bias_bound=np.zeros(P), bias_bound_paper=np.zeros(P), mu=np.zeros(P),
                             bias_error=np.zeros(P))
-    o_x = [tb.oracle_per_input(hmm, k, ds.xs, labels) for k, ds in enumerate(sets)]
+    o_x = [tb.oracle_per_input(hmm, k, ds.xs, labels, phis[k]) for k, ds in enumerate(sets)]
     bar = tqdm(total=P * len(specs), disable=quiet, unit="prompt", desc="bound", delay=2.0)
     for j, s in enumerate(specs):
         if s.name in tk.MATRIX_KERNELS and s.label not in matrices:
             raise tk.KernelError(f"kernel {s.label!r}: vec(T_x) has {F} dimensions (> 4096); use belief or predictive")
-        f_sets = [tb.kernel_features(hmm, s, ds.xs) for ds in sets]
+        f_sets = phis if s.name in tk.MATRIX_KERNELS else [tb.kernel_features(hmm, s, ds.xs) for ds in sets]
         f_test = tb.kernel_features(hmm, s, np.asarray(x_test))
         for p in range(P):
             th = int(tasks[p])

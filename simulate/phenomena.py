@@ -188,7 +188,7 @@ def shift_measures(hmm: HMM, lambdas, length: int) -> dict:
     sig_pre = tk.second_moment_exact(hmm, hmm.p0, length, blocks)
     pre_inv, pre_info = tk.psd_pinv(sig_pre, EPS_RTOL, 0.0, "Sigma_pre")
     starts = np.asarray(hmm.task_start)
-    sig0 = [(phi * input_law_weights(hmm, s, xs)[:, None]).T @ phi for s in starts]
+    sig0 = [tk.second_moment_exact(hmm, s, length, blocks) for s in starts]  # Σ_θ
     out = dict(eps=[], eps_scaled=[], rel_shift=[])
     for lam in lambdas:
         h = mix_emissions(hmm, lam)

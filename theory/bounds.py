@@ -24,7 +24,6 @@ is an estimate, and is labelled so).
 """
 from __future__ import annotations
 
-import itertools
 import math
 from typing import NamedTuple
 
@@ -33,6 +32,7 @@ import numpy as np
 from theory.errors import AssumptionError
 from theory.hmm import HMM, input_tokens
 from theory import kernels as tk
+from theory.kernels import all_inputs
 
 
 # ------------------------------------------------------------------ assumptions
@@ -124,30 +124,14 @@ class DemoSet(NamedTuple):
     exact: bool
 
 
-def all_inputs(hmm: HMM, length: int, limit: int = 200000) -> np.ndarray | None:
-    """Every x ∈ (O∖δ)^l as ``[S, l]``, or None when there are more than ``limit``."""
-    alphabet = input_tokens(hmm).tolist()
-    if len(alphabet) ** length > limit:
-        return None
-    return np.array(list(itertools.product(alphabet, repeat=length)), dtype=np.int32).reshape(-1, length)
+def joint_table(hmm: HMM, xs, labels, starts=None, phi=None) -> np.ndarray:
+    """s_θᵀ T_x b_y for every start, input and label: ``[K, S, |Y|]`` (unnormalised demo law).
 
-
-def full_operators(hmm: HMM, xs) -> np.ndarray:
-    """T_x for each x (``[S, d, d]``) from the restricted features (zero off the task blocks)."""
-    blocks = tk.block_structure(hmm)
-    d = hmm.num_states
-    phi = tk.operator_features(hmm, np.asarray(xs), blocks)
-    out = np.zeros((phi.shape[0], d * d))
-    out[:, tk.restricted_to_full(blocks, d)] = phi
-    return out.reshape(-1, d, d)
-
-
-def joint_table(hmm: HMM, xs, labels, starts=None) -> np.ndarray:
-    """s_θᵀ T_x b_y for every task, input and label: ``[K, S, |Y|]`` (unnormalised demo law)."""
-    Tx = full_operators(hmm, xs)
+    ``phi`` (the inputs' :func:`theory.kernels.operator_features`) may be passed precomputed.
+    """
+    phi = tk.operator_features(hmm, np.asarray(xs)) if phi is None else phi
     starts = np.asarray(hmm.task_start if starts is None else starts, float)
-    By = np.asarray(hmm.B, float)[:, np.asarray(labels)]
-    return np.einsum("ki,sij,jy->ksy", starts, Tx, By)
+    return tk.operator_form(hmm, phi, starts, np.asarray(hmm.B, float)[:, np.asarray(labels)])
 
 
 def exact_demo_set(hmm: HMM, task: int, length: int, labels, limit: int = 200000) -> DemoSet:
@@ -179,9 +163,9 @@ def eta(hmm: HMM, length: int, limit: int = 200000) -> Eta:
     ‖T_x‖_F² ≤ Σ_i max_{o≠δ} B[i, o]²; also ‖T_x‖_F ≤ max_o ‖M_o‖_F · max_o ‖M_o‖₂^{l−1}.
     """
     xs = all_inputs(hmm, length, limit)
-    if xs is not None:
-        Tx = full_operators(hmm, xs)
-        return Eta(float(np.sqrt((Tx ** 2).sum(axis=(1, 2)).max())), "exact")
+    if xs is not None:  # ‖T_x‖_F = ‖φ(x)‖: T_x is zero off the task blocks
+        phi = tk.operator_features(hmm, xs)
+        return Eta(float(np.sqrt((phi ** 2).sum(axis=1).max())), "exact")
     B = np.asarray(hmm.B, float)[:, input_tokens(hmm)]
     b1 = float(np.sqrt((B.max(axis=1) ** 2).sum()))
     Ms = [B[:, j][:, None] * np.asarray(hmm.T, float) for j in range(B.shape[1])]
@@ -335,16 +319,16 @@ def sigma_bias_bound(eta_value: float, eps: float, mu_exact: float) -> float:
 # ------------------------------------------------------------------ Bayes → Oracle
 
 
-def demo_likelihoods(hmm: HMM, xs, ys_tokens) -> np.ndarray:
+def demo_likelihoods(hmm: HMM, xs, ys_tokens, phi=None) -> np.ndarray:
     """ℓ_θ(x, y) = s_θᵀ T_x diag(b_y) T w_δ: the probability of the segment x y δ from θ's start.
 
     ``[K, S]``. Under the restart assumption the prompt's likelihood given θ is the product of these.
+    ``phi`` (the inputs' operator features) may be passed precomputed.
     """
-    Tx = full_operators(hmm, xs)
-    B = np.asarray(hmm.B, float)
+    phi = tk.operator_features(hmm, np.asarray(xs)) if phi is None else phi
     after = np.asarray(hmm.T, float) @ np.asarray(hmm.delim_weight, float)  # [d]
-    v = B[:, np.asarray(ys_tokens)].T * after[None]  # [S, d]
-    return np.einsum("ki,sij,sj->ks", np.asarray(hmm.task_start, float), Tx, v)
+    v = np.asarray(hmm.B, float)[:, np.asarray(ys_tokens)].T * after[None]  # [S, d]
+    return tk.operator_form(hmm, phi, hmm.task_start, v, per_input=True)
 
 
 class Distinguishability(NamedTuple):
@@ -370,16 +354,20 @@ class Distinguishability(NamedTuple):
 CHERNOFF_LAMBDAS = np.geomspace(1e-4, 1e3, 281)
 
 
-def distinguishability(hmm: HMM, demo_sets, labels) -> Distinguishability:
-    """D, its range and the KL from one demonstration set per task (``demo_sets[k]`` for task k)."""
+def distinguishability(hmm: HMM, demo_sets, labels, phis=None) -> Distinguishability:
+    """D, its range and the KL from one demonstration set per task (``demo_sets[k]`` for task k).
+
+    ``phis[k]`` (the operator features of ``demo_sets[k].xs``) may be passed precomputed.
+    """
     labels = np.asarray(labels)
     K = hmm.num_tasks
     D, r, kl = np.zeros((K, K)), np.zeros((K, K)), np.zeros((K, K))
     lam = CHERNOFF_LAMBDAS
     log_mgf = np.zeros((K, K, len(lam)))
     for a, ds in enumerate(demo_sets):
-        ell = demo_likelihoods(hmm, ds.xs, labels[ds.ys])  # [K, S]
-        J = joint_table(hmm, ds.xs, labels)  # [K, S, |Y|]
+        phi = tk.operator_features(hmm, ds.xs) if phis is None else phis[a]
+        ell = demo_likelihoods(hmm, ds.xs, labels[ds.ys], phi)  # [K, S]
+        J = joint_table(hmm, ds.xs, labels, phi=phi)  # [K, S, |Y|]
         q = J[:, np.arange(len(ds.ys)), ds.ys]  # [K, S]
         Z = J.sum(axis=(1, 2)) if ds.exact else None
         with np.errstate(divide="ignore"):
@@ -510,9 +498,9 @@ def kernel_values(hmm: HMM, spec: tk.KernelSpec, x_test, xs, A=None, task=None) 
     return kernel_values_from_features(spec, f_test, kernel_features(hmm, spec, xs), A, task)
 
 
-def oracle_per_input(hmm: HMM, task: int, xs, labels) -> np.ndarray:
+def oracle_per_input(hmm: HMM, task: int, xs, labels, phi=None) -> np.ndarray:
     """o_x = P(y | x, θ) renormalised over the label set, for each x (``[S, |Y|]``)."""
-    J = joint_table(hmm, xs, labels, np.asarray(hmm.task_start)[task:task + 1])[0]
+    J = joint_table(hmm, xs, labels, np.asarray(hmm.task_start)[task:task + 1], phi)[0]
     return J / J.sum(axis=1, keepdims=True)
 
 
@@ -559,6 +547,7 @@ def prompt_bound(hmm: HMM, spec: tk.KernelSpec, x_test, task: int, labels, demos
         kv = kernel_values(hmm, spec, x_test, demos.xs, A, task)
     lim = population_limit(kv, demos, len(labels))
     o = oracle(hmm, task, x_test, labels)
+    test_mass = x_test_mass(hmm, x_test, labels)
     bias = float(np.abs(lim.ybar - o).sum())
     if o_x is None:
         o_x = oracle_per_input(hmm, task, demos.xs, labels)
@@ -568,9 +557,9 @@ def prompt_bound(hmm: HMM, spec: tk.KernelSpec, x_test, task: int, labels, demos
     if spec.name == "gram":
         paper = 0.0
     elif spec.name in tk.MATRIX_KERNELS and eta_value is not None and eps is not None and Z is not None:
-        mu_exact = float(x_test_mass(hmm, x_test, labels)[task] / Z)
+        mu_exact = float(test_mass[task] / Z)
         paper = sigma_bias_bound(eta_value, eps, mu_exact)
     else:
         paper = math.nan
-    bay = bayes_oracle_bound(n, delta_b, task, prior, dist, x_test_mass(hmm, x_test, labels))
+    bay = bayes_oracle_bound(n, delta_b, task, prior, dist, test_mass)
     return PromptBound(n, dev, bias, nw, paper, bay, dev + bias + bay, lim)

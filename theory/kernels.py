@@ -204,19 +204,41 @@ def second_moment_from_samples(features: np.ndarray) -> tuple[np.ndarray, float]
     return Sigma, rel
 
 
-def second_moment_exact(hmm: HMM, start, length: int, blocks: Blocks | None = None) -> np.ndarray:
-    """Σ_{p,l} = Σ_{x ∈ (O∖δ)^l} P(x | p) φ(x) φ(x)ᵀ by enumeration (tiny alphabets only)."""
+def all_inputs(hmm: HMM, length: int, limit: float = 200000) -> np.ndarray | None:
+    """Every x ∈ (O∖δ)^l as ``[S, l]`` int32, or None when there are more than ``limit``."""
     import itertools
 
-    alphabet = input_tokens(hmm)
-    xs = np.array(list(itertools.product(alphabet.tolist(), repeat=length)), dtype=np.int32)
+    alphabet = input_tokens(hmm).tolist()
+    if len(alphabet) ** length > limit:
+        return None
+    return np.array(list(itertools.product(alphabet, repeat=length)), dtype=np.int32).reshape(-1, length)
+
+
+def operator_form(hmm: HMM, phi, left, right, blocks: Blocks | None = None, per_input: bool = False) -> np.ndarray:
+    """leftᵀ T_x right from restricted features ``phi [S, K b²]`` (:func:`operator_features`).
+
+    ``left [T, d]``. With ``right [d, Y]`` the result is ``[T, S, Y]``; with ``per_input`` and
+    ``right [S, d]`` (one vector per input) it is ``[T, S]``. T_x is zero off the task blocks, so
+    this never forms the d×d matrices.
+    """
+    blocks = block_structure(hmm) if blocks is None else blocks
+    K, b = blocks.K, blocks.b
+    o = blocks.order.reshape(K, b)
+    X = np.asarray(phi, float).reshape(-1, K, b, b)
+    L = np.asarray(left, float)[:, o]  # [T, K, b]
+    R = np.asarray(right, float)
+    if per_input:
+        return np.einsum("tki,skij,skj->ts", L, X, R[:, o])
+    return np.einsum("tki,skij,kjy->tsy", L, X, R[o])
+
+
+def second_moment_exact(hmm: HMM, start, length: int, blocks: Blocks | None = None) -> np.ndarray:
+    """Σ_{p,l} = Σ_{x ∈ (O∖δ)^l} P(x | p) φ(x) φ(x)ᵀ by enumeration (tiny alphabets only)."""
+    blocks = block_structure(hmm) if blocks is None else blocks
+    xs = all_inputs(hmm, length, limit=np.inf)
     phi = operator_features(hmm, xs, blocks)
-    full = restricted_to_full(block_structure(hmm) if blocks is None else blocks, hmm.num_states)
-    d = hmm.num_states
-    # P(x | p) = pᵀ T_x 1 from the restricted features (T_x is zero off the blocks).
-    vecT = np.zeros((xs.shape[0], d * d))
-    vecT[:, full] = phi
-    w = np.einsum("i,sij->s", np.asarray(start, float), vecT.reshape(-1, d, d))
+    # P(x | p) = pᵀ T_x 1
+    w = operator_form(hmm, phi, np.asarray(start, float)[None], np.ones((hmm.num_states, 1)), blocks)[0, :, 0]
     return (phi * w[:, None]).T @ phi
 
 

@@ -154,8 +154,8 @@ def test_bayes_converges_to_oracle_within_its_bound():
     for i in range(8):
         for g, n in enumerate(grid[:2]):  # small n: the posterior is not yet saturated
             ell = tb.demo_likelihoods(hmm, pr.demos_x[i, :n], np.asarray(pr.demos_y[i, :n]))  # [K, n]
-            xt = tb.full_operators(hmm, pr.x_test[i][None])[0]
-            logp = np.log(prior) + np.log(ell).sum(1) + np.log(np.asarray(hmm.task_start) @ xt.sum(1))
+            x_mass = tb.joint_table(hmm, pr.x_test[i][None], np.arange(hmm.num_tokens))[:, 0].sum(-1)  # s_θᵀ T_x 1
+            logp = np.log(prior) + np.log(ell).sum(1) + np.log(x_mass)
             post = np.exp(logp - logp.max())
             post /= post.sum()
             mass = np.asarray(sb.task_mass)[g, i]
