@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from simulate.commands.sweep import _int_list, _params
+from simulate.commands.sweep import _int_list, _params, add_preset_arguments, kernel_list
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,15 +17,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "With a run folder the bound uses the run's prompts, is checked against the errors the sweep measured, "
         "and is saved as RUN/bound.json for `icl-kernel plot --bound`. See docs/theory.md.")
     p.add_argument("run_dir", nargs="?", default=None, help="a sweep's run folder (default: build from --preset)")
-    g = p.add_argument_group("without a run folder")
-    g.add_argument("--preset", choices=["han", "ginc", "custom"], default="han", help="pretraining distribution")
-    g.add_argument("--param", "-P", action="append", metavar="KEY=VALUE", default=[],
-                   help="override a preset parameter (as in `icl-kernel sweep`)")
-    g.add_argument("--hmm-file", help="custom HMM file (.npz or .json)")
+    g = add_preset_arguments(p, "without a run folder")
     g.add_argument("--length", "-l", type=int, default=5, help="input length l")
     g.add_argument("--num-labels", type=int, default=4, help="size of the automatic label set")
     g.add_argument("--labels", type=_int_list, default=None, metavar="Y1,Y2,...", help="label token ids")
-    g.add_argument("--kernels", default="predictive belief predictive:beta=20 belief:beta=20 gram",
+    g.add_argument("--kernels", type=kernel_list, default=["predictive", "belief", "predictive:beta=20", "belief:beta=20", "gram"],
                    help="kernels, space-separated (with a run folder: the run's kernels)")
     g = p.add_argument_group("bound")
     g.add_argument("--n", dest="grid", type=_int_list, default=list(DEFAULT_BOUND_GRID), metavar="N1,N2,...",
@@ -54,10 +50,10 @@ def run(args) -> int:
     from simulate.runtime import setup
 
     setup(args.devices)
-    import jax
     from simulate import bounds_run as br
     from simulate.sampling import sample_prompts
-    from simulate.sweep import RunFolderError, SweepConfig, atomic_write_json, resolve
+    from simulate.presets import load_custom
+    from simulate.sweep import RunFolderError, SweepConfig, atomic_write_json, prompt_key, resolve
     from theory import kernels as tk
 
     if not 0 < args.delta_k < 1 or not 0 < args.delta_b < 1:
@@ -74,32 +70,27 @@ def run(args) -> int:
         cfg_path = run_dir / "config.json"
         if not cfg_path.exists():
             raise RunFolderError(f"{cfg_path} not found; expected a sweep's run folder")
-        rc = json.loads(cfg_path.read_text())
-        cfg = SweepConfig(preset=rc["preset"], preset_params=rc["preset_params"], hmm_file=rc["hmm_file"],
-                          grid=tuple(rc["grid"]), seeds=tuple(rc["seeds"]), prompts_per_seed=rc["prompts_per_seed"],
-                          length=rc["length"], labels=tuple(rc["labels"]), num_labels=len(rc["labels"]),
-                          label_mode=rc["label_mode"], task=rc["task"], kernels=tuple(rc["kernels"]), dtype=rc["dtype"])
-        resolved, hmm = resolve(cfg)
-        if resolved["label_mode"] != "sample":
+        rc = json.loads(cfg_path.read_text())  # already resolved by the sweep
+        hmm = load_custom(run_dir / "hmm.npz")  # the run's own HMM, as the sweep saved it
+        if rc["label_mode"] != "sample":
             raise BoundArgumentError("the bound assumes labels sampled from P(y|x,θ*) (label_mode 'sample'), "
-                                     f"not {resolved['label_mode']!r}")
-        pfile = run_dir / "prompts" / f"seed_{resolved['seeds'][0]}.npz"
+                                     f"not {rc['label_mode']!r}")
+        pfile = run_dir / "prompts" / f"seed_{rc['seeds'][0]}.npz"
         if not pfile.exists():
             raise RunFolderError(f"{pfile} not found; the sweep has not finished its first seed")
         with np.load(pfile) as z:
             x_test, tasks = z["x_test"][:args.prompts], z["task"][:args.prompts]
-        grid |= set(resolved["grid"])
-        specs = [tk.parse_kernel(k) for k in resolved["kernels"]]
-        length, labels = resolved["length"], resolved["labels"]
+        grid |= set(rc["grid"])
+        specs = [tk.parse_kernel(k) for k in rc["kernels"]]
+        length, labels = rc["length"], rc["labels"]
     else:
         cfg = SweepConfig(preset=args.preset, preset_params=_params(args.param), hmm_file=args.hmm_file,
                           length=args.length, labels=tuple(args.labels) if args.labels else "auto",
-                          num_labels=args.num_labels, kernels=tuple(args.kernels.split()))
+                          num_labels=args.num_labels, kernels=tuple(args.kernels))
         resolved, hmm = resolve(cfg)
-        specs = [tk.parse_kernel(k) for k in args.kernels.split()]
+        specs = [tk.parse_kernel(k) for k in args.kernels]
         length, labels = resolved["length"], resolved["labels"]
-        key = jax.random.fold_in(jax.random.PRNGKey(args.seed), 0x50524F4D)
-        pr = sample_prompts(key, hmm, labels, args.prompts, 1, length)
+        pr = sample_prompts(prompt_key(args.seed), hmm, labels, args.prompts, 1, length)
         x_test, tasks = pr.x_test, pr.task
     bound = br.compute_bound(hmm, length, labels, specs, x_test, tasks, sorted(grid), args.delta_k, args.delta_b,
                              args.mc_demos, args.seed, quiet=args.quiet)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from simulate.commands.sweep import _int_list, _params, _seeds
+from simulate.commands.sweep import _int_list, _params, _seeds, add_preset_arguments, kernel_list
 
 HELP = dict(
     retrieval="demonstrations retrieved by similarity to x_test (predictive kernel, token agreement) vs random ones",
@@ -16,13 +16,9 @@ def _add_common(p: argparse.ArgumentParser, kind: str) -> None:
     from simulate.phenomena import DEFAULT_PARAMS, DEFAULT_PROMPTS, DEFAULT_SEEDS, DEFAULTS
 
     p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
-    g = p.add_argument_group("pretraining distribution")
-    g.add_argument("--preset", choices=["han", "ginc", "custom"], default="han",
-                   help="han (defaults here: " + ", ".join(f"{k}={v}" for k, v in DEFAULT_PARAMS.items())
-                        + "), ginc, or custom (--hmm-file)")
-    g.add_argument("--param", "-P", action="append", metavar="KEY=VALUE", default=[],
-                   help="override a preset parameter, as in `icl-kernel sweep` (on top of the defaults above)")
-    g.add_argument("--hmm-file", help="custom HMM file (.npz or .json)")
+    add_preset_arguments(p, preset_help="han (defaults here: " + ", ".join(f"{k}={v}" for k, v in DEFAULT_PARAMS.items())
+                         + "), ginc, or custom (--hmm-file)",
+                         param_help="override a preset parameter, as in `icl-kernel sweep` (on top of the defaults above)")
     g = p.add_argument_group("prompts")
     g.add_argument("--grid", "--n", dest="grid", default=",".join(map(str, DEFAULTS[kind]["grid"])),
                    metavar="N1,N2,...", help="numbers of demonstrations")
@@ -92,7 +88,7 @@ def config_from_args(args):
                          grid=tuple(_parse("--grid", _int_list, args.grid)),
                          seeds=tuple(_parse("--seeds", _seeds, args.seeds)), prompts_per_seed=args.prompts,
                          length=args.length, labels=labels, num_labels=args.num_labels,
-                         kernels=tuple(k for k in args.kernels.split(" ") if k))
+                         kernels=tuple(kernel_list(args.kernels)))
     extra = {}
     if args.kind == "retrieval":
         extra["pool"] = args.pool

@@ -37,6 +37,28 @@ def _params(items: list[str]) -> dict:
     return out
 
 
+def kernel_list(text: str) -> list[str]:
+    """Kernel labels separated by spaces (or by ';' when a label itself needs spaces)."""
+    return [k for k in text.split(";") if k] if ";" in text else text.split()
+
+
+PRESET_HELP = "han: the paper's synthetic HMM (8 tasks, 80 states, 100 tokens); ginc: Xie et al.'s GINC; custom: --hmm-file"
+PARAM_HELP = ("override a preset parameter, e.g. -P num_tasks=4 -P emit_conc=0.3 (han: num_tasks, num_states, "
+              "num_tokens, trans_conc, emit_conc, delim_rate, leak, seed; ginc: vocab, n_values, n_slots, n_concepts, "
+              "transition_temp, start_temp, value_identity_coeff, start_slot, seed)")
+
+
+def add_preset_arguments(p: argparse.ArgumentParser, title: str = "pretraining distribution",
+                         preset_help: str = PRESET_HELP, param_help: str = PARAM_HELP):
+    """--preset, --param/-P and --hmm-file (shared by sweep, bound and phenomena); returns the group."""
+    g = p.add_argument_group(title)
+    g.add_argument("--preset", choices=["han", "ginc", "custom"], default="han", help=preset_help)
+    g.add_argument("--param", "-P", action="append", metavar="KEY=VALUE", default=[], help=param_help)
+    g.add_argument("--hmm-file", help="custom HMM (.npz or .json with T, B, delim, optional task_of_state, "
+                                      "task_start|starts, R, p0, delim_weight)")
+    return g
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from simulate.sweep import DEFAULT_GRID, DEFAULT_KERNELS
 
@@ -46,16 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "compute the exact Bayesian predictive P(y | prompt; p_pre) for every n of the grid in one forward "
         "pass, the Oracle P(y | x_test; θ*), and the kernel-regression estimate ŷ_n for each kernel; write "
         "runs/NAME/ (resumable) and print the table.")
-    g = p.add_argument_group("pretraining distribution")
-    g.add_argument("--preset", choices=["han", "ginc", "custom"], default="han",
-                   help="han: the paper's synthetic HMM (8 tasks, 80 states, 100 tokens); ginc: Xie et al.'s GINC; "
-                        "custom: --hmm-file")
-    g.add_argument("--param", "-P", action="append", metavar="KEY=VALUE", default=[],
-                   help="override a preset parameter, e.g. -P num_tasks=4 -P emit_conc=0.3 (han: num_tasks, "
-                        "num_states, num_tokens, trans_conc, emit_conc, delim_rate, leak, seed; ginc: vocab, n_values, "
-                        "n_slots, n_concepts, transition_temp, start_temp, value_identity_coeff, start_slot, seed)")
-    g.add_argument("--hmm-file", help="custom HMM (.npz or .json with T, B, delim, optional task_of_state, "
-                                      "task_start|starts, R, p0, delim_weight)")
+    add_preset_arguments(p)
     g = p.add_argument_group("prompts")
     g.add_argument("--n", dest="grid", type=_int_list, default=list(DEFAULT_GRID), metavar="N1,N2,...",
                    help="numbers of demonstrations")
@@ -69,8 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="demonstration labels sampled from P(y|x,θ*) or argmax (GINC)")
     g.add_argument("--task", type=int, default=None, help="fix the test task θ* (default: uniform per prompt)")
     g = p.add_argument_group("estimators")
-    g.add_argument("--kernels", type=lambda s: [k for k in s.split(";") if k] if ";" in s else [k for k in s.split(" ") if k],
-                   default=list(DEFAULT_KERNELS), metavar="'K1 K2 ...'",
+    g.add_argument("--kernels", type=kernel_list, default=list(DEFAULT_KERNELS), metavar="'K1 K2 ...'",
                    help="kernels, space-separated: gram, pretrain, task, belief, predictive; options after a colon, "
                         "e.g. 'belief:beta=20 gram:rtol=1e-8 pretrain:ridge=1e-6,mc_samples=50000'")
     g.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="forward-pass precision")
