@@ -126,12 +126,11 @@ def test_texts(task: TaskData, cfg: RunConfig) -> tuple[list[str], np.ndarray, l
     return texts, np.array([e.label for e in items]), [e.source for e in items]
 
 
-def retrieval_similarities(task: TaskData, texts: Sequence[str], cfg: RunConfig, quiet: bool = True):
-    """Candidates (a seeded pool subsample of ``retrieval_pool``) and cosine similarities ``[N, M]``
-    of MiniLM embeddings, for ``selection="retrieved"``."""
+def retrieval_similarities(task: TaskData, texts: Sequence[str], cfg: RunConfig, usable: np.ndarray):
+    """Candidates (a seeded subsample of ``retrieval_pool`` of the ``usable`` pool rows) and cosine
+    similarities ``[N, M]`` of MiniLM embeddings, for ``selection="retrieved"``."""
     from llm_check.sentence_encoder import encode, load_minilm
 
-    usable = np.array([j for j, e in enumerate(task.pool) if e.text.strip()], dtype=np.int64)
     m = min(cfg.retrieval_pool, len(usable))
     cand = np.sort(usable[np.random.default_rng([cfg.seed, 99]).choice(len(usable), size=m, replace=False)])
     enc = load_minilm()
@@ -150,7 +149,7 @@ def build_all(task: TaskData, tokenizer, cfg: RunConfig, max_tokens: int) -> tup
     pool_labels = np.array([e.label for e in task.pool])
     cand = sims = None
     if cfg.selection == "retrieved":
-        cand, sims = retrieval_similarities(task, texts, cfg)
+        cand, sims = retrieval_similarities(task, texts, cfg, usable)
     words = cfg.label_words or task.label_words
     out = []
     for i, x in enumerate(texts):
@@ -200,7 +199,10 @@ def make_batches(lengths: np.ndarray, batch_size: int, first: Sequence[int] = ()
 def icl_pass(lm, prompts: list[P.Prompt], label_ids: Sequence[int], cfg: RunConfig, run_dir: str,
              probe_set: Sequence[int] = (), quiet: bool = False):
     """Run every prompt once; save chunks; return probe features for ``probe_set`` items
-    ``{item: (keys[L, H, n, 5, hd], values[L, H, n, 5, hd])}`` (only computed for chunks run now)."""
+    ``{item: (keys[L, H, n, 5, hd], values[L, H, n, 5, hd])}`` (only computed for chunks run now).
+
+    Probe features are not stored: while ``probes.json`` is missing, the chunks holding probe
+    items (the leading batches) are rerun even if saved; every other saved chunk is reused."""
     from tqdm import tqdm
 
     from llm_check.models import forward, pad_batch
@@ -210,6 +212,7 @@ def icl_pass(lm, prompts: list[P.Prompt], label_ids: Sequence[int], cfg: RunConf
     lengths = np.array([len(p.ids) for p in prompts])
     batches = make_batches(lengths, cfg.batch_size, probe_set)
     probe_set = set(int(i) for i in probe_set)
+    need_feats = bool(probe_set) and not os.path.exists(os.path.join(run_dir, "probes.json"))
     H = lm.config.num_attention_heads
     rep = H // lm.config.num_key_value_heads
     label_ids = np.asarray(label_ids)
@@ -219,7 +222,7 @@ def icl_pass(lm, prompts: list[P.Prompt], label_ids: Sequence[int], cfg: RunConf
     for b, items in enumerate(batches):
         path = os.path.join(cdir, f"chunk_{b:05d}.npz")
         want_kv = any(int(i) in probe_set for i in items)
-        if os.path.exists(path):
+        if os.path.exists(path) and not (want_kv and need_feats):
             with np.load(path) as z:
                 if np.array_equal(z["items"], items):
                     bar.update(len(items))

@@ -187,14 +187,6 @@ def run(args) -> int:
     held_full = [int(i) for i in held if prompts[i].n_dropped == 0 and len(prompts[i].x_spans) == args.n]
     probe_set = held_full[: args.probe_items] if (args.probe_items and not args.no_singles and args.n > 0) else []
     ppath = os.path.join(run_dir, "probes.json")
-    if probe_set and not os.path.exists(ppath):
-        # Probe features are not stored; their batches (first in order) are recomputed.
-        lengths = np.array([len(p.ids) for p in prompts])
-        for b, items in enumerate(icl.make_batches(lengths, args.batch_size, probe_set)):
-            if any(int(i) in set(probe_set) for i in items):
-                f = os.path.join(run_dir, "chunks", f"chunk_{b:05d}.npz")
-                if os.path.exists(f):
-                    os.remove(f)
     t_icl = time.perf_counter()
     feats, timings = icl.icl_pass(lm, prompts, label_ids, cfg, run_dir, probe_set, quiet=args.quiet)
     t_icl = time.perf_counter() - t_icl
@@ -216,7 +208,7 @@ def run(args) -> int:
         emb = encode(load_minilm(), ulist)
         ti = np.array([uniq[texts[i]] for i in held_full])
         di = np.array([[uniq[task.pool[j].text] for j in prompts[i].demo_indices] for i in held_full])
-        sim = np.einsum("nv,niv->ni", probs[ti], probs[di]) if len(ti) else np.zeros((0, args.n))
+        sim = A.prediction_similarity(probs[ti], probs[di])
         icl.write_npz(spath, items=np.array(held_full), sim=sim, top_test=top[ti], top_demo=top[di],
                       minilm_test=emb[ti], minilm_demo=emb[di], lmh_test=hid[ti], lmh_demo=hid[di])
         del probs
