@@ -279,13 +279,18 @@ def _labels_seed(ctx, seed):
     return out, {}
 
 
-def ood_prompts(hmm: HMM, labels, lam: float, seed: int, num_prompts: int, num_demos: int, length: int):
+def ood_prompts(hmm: HMM, labels, lam: float, seed: int, num_prompts: int, num_demos: int, length: int,
+                true=None):
     """OOD prompts for λ: inputs from the B_λ chain (same uniforms for every λ), labels from the true
-    P(y | x, θ*), x_test and θ* from the true model. Returns a :class:`simulate.sampling.Prompts`."""
+    P(y | x, θ*), x_test and θ* from the true model. Returns a :class:`simulate.sampling.Prompts`.
+
+    ``true`` (the seed's in-distribution prompts, the same for every λ) may be passed precomputed.
+    """
     from simulate.sampling import sample_prompts
 
     key = prompt_key(seed)
-    true = sample_prompts(key, hmm, labels, num_prompts, num_demos, length)
+    if true is None:
+        true = sample_prompts(key, hmm, labels, num_prompts, num_demos, length)
     mixed = sample_prompts(key, mix_emissions(hmm, lam), labels, num_prompts, num_demos, length)
     probs = true_label_probs(hmm, mixed.demos_x, true.task, labels)
     u = np.random.default_rng([seed, 0x4F4F44]).random(probs.shape[:2])
@@ -294,10 +299,13 @@ def ood_prompts(hmm: HMM, labels, lam: float, seed: int, num_prompts: int, num_d
 
 
 def _ood_seed(ctx, seed):
+    from simulate.sampling import sample_prompts
+
     r = ctx.resolved
     out, by_task = {}, {}
+    true = sample_prompts(prompt_key(seed), ctx.hmm, r["labels"], r["prompts_per_seed"], ctx.N, r["length"])
     for lam in r["lambdas"]:
-        pr = ood_prompts(ctx.hmm, r["labels"], lam, seed, r["prompts_per_seed"], ctx.N, r["length"])
+        pr = ood_prompts(ctx.hmm, r["labels"], lam, seed, r["prompts_per_seed"], ctx.N, r["length"], true)
         res = _concat(evaluate_in_chunks(ctx.evaluate, (pr.demos_x, pr.demos_y, pr.x_test, pr.task), bar=ctx.bar))
         out[_lam_name(lam)] = _estimators(*res, ctx.names)
         by_task[f"task|{_lam_name(lam)}"] = pr.task
