@@ -36,6 +36,14 @@ def _one_line(exc_info, *needles):
         assert n in msg, msg
 
 
+def _load_fails(path, exc_type, *needles, **load_kw):
+    """load_model(path) raises one ``exc_type`` line holding every needle; returns the message."""
+    with pytest.raises(exc_type) as e:
+        load_model(str(path), **load_kw)
+    _one_line(e, *needles)
+    return str(e.value)
+
+
 def _edit_config(folder, **changes):
     cfg = json.loads((folder / "config.json").read_text())
     cfg.update(changes)
@@ -52,106 +60,58 @@ def _rewrite_weights(folder, edit):
 
 def test_folder_without_config(folder):
     (folder / "config.json").unlink()
-    with pytest.raises(errors.ConfigError) as e:
-        load_model(str(folder))
-    _one_line(e, "config.json")
+    _load_fails(folder, errors.ConfigError, "config.json")
 
 
 def test_folder_without_weights(folder):
     (folder / "model.safetensors").unlink()
-    with pytest.raises(errors.CheckpointError) as e:
-        load_model(str(folder))
-    _one_line(e, "model.safetensors")
+    _load_fails(folder, errors.CheckpointError, "model.safetensors")
 
 
-def test_config_with_more_layers_than_weights(folder):
-    _edit_config(folder, num_hidden_layers=3)
-    with pytest.raises(errors.CheckpointError) as e:
-        load_model(str(folder))
-    _one_line(e, "model.layers.2.", "missing")
+@pytest.mark.parametrize("changes,exc,needles", [
+    (dict(num_hidden_layers=3), errors.CheckpointError, ("model.layers.2.", "missing")),
+    (dict(model_type="gptj", n_embd=32, n_layer=2, n_head=4, rotary_dim=4), errors.CheckpointError,
+     ("unexpected tensor", "GPT-J")),
+    (dict(model_type="gpt2"), errors.UnsupportedModelError, ("'gpt2'", "llama")),
+    (dict(quantization_config={"quant_method": "bitsandbytes"}), errors.UnsupportedModelError, ("bitsandbytes",)),
+    (dict(hidden_act="gelu"), errors.UnsupportedModelError, ("gelu", "silu")),
+    (dict(rope_scaling={"rope_type": "yarn", "factor": 4.0}), errors.UnsupportedModelError, ("'yarn'",)),
+], ids=["more-layers-than-weights", "another-architecture", "unsupported-architecture", "quantised",
+        "unsupported-activation", "unsupported-rope-type"])
+def test_bad_config(folder, changes, exc, needles):
+    _edit_config(folder, **changes)
+    _load_fails(folder, exc, *needles)
 
 
 def test_config_with_wrong_width(folder):
     _edit_config(folder, intermediate_size=64)
-    with pytest.raises(errors.CheckpointError) as e:
-        load_model(str(folder))
-    _one_line(e, "shape", "(32, 48)" if "down_proj" in str(e.value) else "(48, 32)", "64")
+    msg = _load_fails(folder, errors.CheckpointError, "shape", "64")
+    assert ("(32, 48)" if "down_proj" in msg else "(48, 32)") in msg, msg
 
 
-def test_config_of_another_architecture(folder):
-    _edit_config(folder, model_type="gptj", n_embd=32, n_layer=2, n_head=4, rotary_dim=4)
-    with pytest.raises(errors.CheckpointError) as e:
-        load_model(str(folder))
-    _one_line(e, "unexpected tensor", "GPT-J")
-
-
-def test_missing_tensor(folder):
-    _rewrite_weights(folder, lambda s: s.pop("model.layers.1.mlp.up_proj.weight"))
-    with pytest.raises(errors.CheckpointError) as e:
-        load_model(str(folder))
-    _one_line(e, "model.layers.1.mlp.up_proj.weight", "missing")
-
-
-def test_unexpected_tensor(folder):
-    _rewrite_weights(folder, lambda s: s.update({"model.layers.0.extra.weight": np.zeros(3, np.float32)}))
-    with pytest.raises(errors.CheckpointError) as e:
-        load_model(str(folder))
-    _one_line(e, "model.layers.0.extra.weight", "unexpected")
-
-
-def test_wrong_shape(folder):
-    _rewrite_weights(folder, lambda s: s.update({"model.norm.weight": np.ones(31, np.float32)}))
-    with pytest.raises(errors.CheckpointError) as e:
-        load_model(str(folder))
-    _one_line(e, "model.norm.weight", "(31,)", "(32,)")
-
-
-def test_unsupported_architecture(folder):
-    _edit_config(folder, model_type="gpt2")
-    with pytest.raises(errors.UnsupportedModelError) as e:
-        load_model(str(folder))
-    _one_line(e, "'gpt2'", "llama")
-
-
-def test_quantised_folder(folder):
-    _edit_config(folder, quantization_config={"quant_method": "bitsandbytes"})
-    with pytest.raises(errors.UnsupportedModelError) as e:
-        load_model(str(folder))
-    _one_line(e, "bitsandbytes")
-
-
-def test_unsupported_activation(folder):
-    _edit_config(folder, hidden_act="gelu")
-    with pytest.raises(errors.UnsupportedModelError) as e:
-        load_model(str(folder))
-    _one_line(e, "gelu", "silu")
-
-
-def test_unsupported_rope_type(folder):
-    _edit_config(folder, rope_scaling={"rope_type": "yarn", "factor": 4.0})
-    with pytest.raises(errors.UnsupportedModelError) as e:
-        load_model(str(folder))
-    _one_line(e, "'yarn'")
+@pytest.mark.parametrize("edit,needles", [
+    (lambda s: s.pop("model.layers.1.mlp.up_proj.weight"), ("model.layers.1.mlp.up_proj.weight", "missing")),
+    (lambda s: s.update({"model.layers.0.extra.weight": np.zeros(3, np.float32)}),
+     ("model.layers.0.extra.weight", "unexpected")),
+    (lambda s: s.update({"model.norm.weight": np.ones(31, np.float32)}), ("model.norm.weight", "(31,)", "(32,)")),
+], ids=["missing-tensor", "unexpected-tensor", "wrong-shape"])
+def test_bad_weights(folder, edit, needles):
+    _rewrite_weights(folder, edit)
+    _load_fails(folder, errors.CheckpointError, *needles)
 
 
 def test_missing_shard(llama, tmp_path):
     folder = save_hf_folder(llama, tmp_path / "sharded", n_shards=3)
     next(folder.glob("model-00002-*.safetensors")).unlink()
-    with pytest.raises(errors.CheckpointError) as e:
-        load_model(str(folder))
-    _one_line(e, "model-00002-of-00003.safetensors")
+    _load_fails(folder, errors.CheckpointError, "model-00002-of-00003.safetensors")
 
 
 def test_unknown_model_name():
-    with pytest.raises(errors.ModelLoadError) as e:
-        load_model("no-such-model-anywhere")
-    _one_line(e, "no-such-model-anywhere")
+    _load_fails("no-such-model-anywhere", errors.ModelLoadError, "no-such-model-anywhere")
 
 
 def test_bad_dtype(folder):
-    with pytest.raises(errors.UnsupportedModelError) as e:
-        load_model(str(folder), dtype="int8")
-    _one_line(e, "int8")
+    _load_fails(folder, errors.UnsupportedModelError, "int8", dtype="int8")
 
 
 def test_gguf_unsupported_quantisation(llama, tmp_path):
@@ -160,9 +120,7 @@ def test_gguf_unsupported_quantisation(llama, tmp_path):
     bs, ts = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_1]
     raw = np.zeros((1, ts), dtype=np.uint8)
     path = save_gguf(llama, tmp_path / "q.gguf", extra_tensors={"blk.0.extra.weight": (raw, gguf.GGMLQuantizationType.Q8_1)})
-    with pytest.raises(errors.UnsupportedModelError) as e:
-        load_model(str(path))
-    _one_line(e, "Q8_1", "blk.0.extra.weight")
+    _load_fails(path, errors.UnsupportedModelError, "Q8_1", "blk.0.extra.weight")
 
 
 def test_gguf_unsupported_architecture(llama, tmp_path):
@@ -172,17 +130,13 @@ def test_gguf_unsupported_architecture(llama, tmp_path):
     w = gguf.GGUFWriter(str(path), "mamba")
     w.add_tensor("x", np.zeros(4, np.float32))
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
-    with pytest.raises(errors.UnsupportedModelError) as e:
-        load_model(str(path))
-    _one_line(e, "'mamba'")
+    _load_fails(path, errors.UnsupportedModelError, "'mamba'")
 
 
 def test_not_a_gguf(tmp_path):
     path = tmp_path / "junk.gguf"
     path.write_bytes(b"not a gguf file at all" * 10)
-    with pytest.raises(errors.ModelLoadError) as e:
-        load_model(str(path))
-    _one_line(e, "junk.gguf")
+    _load_fails(path, errors.ModelLoadError, "junk.gguf")
 
 
 @pytest.mark.parametrize("cfg,cls", [(LLAMA, LlamaModel), (GPTJ, GPTJModel)])
@@ -224,9 +178,7 @@ def test_cli_reports_one_line_and_exit_2(tmp_path, capsys):
 def test_truncated_safetensors(folder):
     path = folder / "model.safetensors"
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(errors.CheckpointError) as e:
-        load_model(str(folder))
-    _one_line(e, "model.safetensors", "outside the file")
+    _load_fails(folder, errors.CheckpointError, "model.safetensors", "outside the file")
 
 
 def test_corrupt_bin_checkpoint(tmp_path, llama):
@@ -237,9 +189,7 @@ def test_corrupt_bin_checkpoint(tmp_path, llama):
 
     (folder / "config.json").write_text(json.dumps(hf_config_dict(LLAMA)))
     (folder / "pytorch_model.bin").write_bytes(b"\x00garbage" * 50)
-    with pytest.raises(errors.CheckpointError) as e:
-        load_model(str(folder))
-    _one_line(e, "pytorch_model.bin", "not a loadable PyTorch checkpoint")
+    _load_fails(folder, errors.CheckpointError, "pytorch_model.bin", "not a loadable PyTorch checkpoint")
 
 
 @pytest.mark.parametrize("bad", [-1, 50])
