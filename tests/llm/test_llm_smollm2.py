@@ -60,16 +60,12 @@ def test_config_from_gguf_metadata(ours):
 def test_logits_and_patterns_match_transformers_gguf(ours, reference):
     import torch
 
-    from llm_check.models import forward
+    from llm_check.models import forward, pad_batch
 
     hf, _ = reference
     encs = [ours.tokenizer.encode(p).ids for p in PROMPTS]
-    S = max(map(len, encs))
-    ids = np.full((len(encs), S), 2, dtype=np.int32)
-    mask = np.zeros((len(encs), S), dtype=bool)
-    for b, e in enumerate(encs):
-        ids[b, :len(e)] = e
-        mask[b, :len(e)] = True
+    ids, mask, _ = pad_batch(encs, pad_id=2, multiple=1)
+    S = ids.shape[1]
     out = forward(ours.model, ids, mask)
     for b, e in enumerate(encs):
         n = len(e)
