@@ -24,6 +24,7 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "llm"))
 
 TINY = {
     "llama": dict(vocab_size=64, hidden_size=32, intermediate_size=56, num_hidden_layers=2,
@@ -45,51 +46,29 @@ TOPK = 20
 
 
 def tiny_reference(kind: str, out: pathlib.Path, seed: int) -> None:
-    import torch
-    import transformers
+    from llm_helpers import hf_run, padded_batch, tiny_hf_model
 
-    torch.manual_seed(seed)
-    if kind == "llama":
-        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY[kind], attn_implementation="eager"))
-        layers, attn_name = model.model.layers, "self_attn"
-    else:
-        model = transformers.GPTJForCausalLM(transformers.GPTJConfig(**TINY[kind], attn_implementation="eager"))
-        layers, attn_name = model.transformer.h, "attn"
-    with torch.no_grad():  # non-trivial norms and biases, so a wrong mapping cannot pass
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "norm" in name or ".ln_" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    model.eval()
+    # the tests' tiny random model (non-trivial norms and biases) at this script's sizes
+    model = tiny_hf_model(kind, seed=seed, **TINY[kind])
     folder = out / f"tiny_{kind}"
     model.save_pretrained(folder)
     for extra in ("generation_config.json",):
         (folder / extra).unlink(missing_ok=True)
 
-    rng = np.random.default_rng(seed)
-    S = max(LENGTHS)
-    ids = rng.integers(0, TINY[kind]["vocab_size"], size=(len(LENGTHS), S))
-    mask = (np.arange(S)[None] < np.array(LENGTHS)[:, None]).astype(np.int64)
-    captured = {}
-    hooks = []
-    for i, layer in enumerate(layers):
-        for proj in ("q_proj", "k_proj", "v_proj"):
-            hooks.append(getattr(getattr(layer, attn_name), proj).register_forward_hook(
-                lambda m, a, o, i=i, proj=proj: captured.__setitem__((i, proj), o.detach().numpy())))
-    with torch.no_grad():
-        res = model(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask), output_attentions=True)
-    for h in hooks:
-        h.remove()
+    ids, mask = padded_batch(seed, LENGTHS, vocab=TINY[kind]["vocab_size"])
+    logits, attentions, captured = hf_run(model, ids, mask)
+    n_layers = len(attentions)
     cap = np.array(CAPTURE)
     b_idx = np.arange(len(LENGTHS))[:, None]
-    att = np.stack([a.numpy() for a in res.attentions])                     # [L, B, H, S, S]
+    att = np.stack(attentions)                                               # [L, B, H, S, S]
     np.savez_compressed(
         folder / "reference.npz",
         input_ids=ids.astype(np.int32), attention_mask=mask.astype(bool), capture_positions=cap.astype(np.int32),
-        logits=res.logits.numpy()[b_idx, cap],                               # [B, Q, V]
+        logits=logits[b_idx, cap],                                           # [B, Q, V]
         patterns=att.transpose(0, 1, 3, 2, 4)[:, b_idx, cap].transpose(0, 1, 3, 2, 4),  # [L, B, H, Q, S]
-        q=np.stack([captured[(i, "q_proj")] for i in range(len(layers))]),  # [L, B, S, H*hd]
-        k=np.stack([captured[(i, "k_proj")] for i in range(len(layers))]),
-        v=np.stack([captured[(i, "v_proj")] for i in range(len(layers))]),
+        q=np.stack([captured[(i, "q_proj")] for i in range(n_layers)]),     # [L, B, S, H*hd]
+        k=np.stack([captured[(i, "k_proj")] for i in range(n_layers)]),
+        v=np.stack([captured[(i, "v_proj")] for i in range(n_layers)]),
     )
 
 

@@ -1,5 +1,5 @@
-"""Helpers shared by the LLM tests and benchmarks/bench_llm_parity.py: tiny random
-transformers models, padded batches, a transformers run with captured q/k/v."""
+"""Helpers shared by the LLM tests, benchmarks/bench_llm_parity.py and scripts/make_llm_reference.py:
+tiny random transformers models, padded batches, a transformers run with captured q/k/v."""
 from __future__ import annotations
 
 import importlib.util
