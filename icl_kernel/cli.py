@@ -21,8 +21,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class UsageError(Exception):
-    """Bad user input: reported as one line, exit code 2."""
+from icl_kernel.errors import UsageError, UserError, one_line  # noqa: F401  (UsageError re-exported)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (the value and what was expected), exit 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
 
 def _available() -> dict[str, tuple[str, str]]:
@@ -40,14 +46,14 @@ def _available() -> dict[str, tuple[str, str]]:
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="icl-kernel",
         description=(
             "In-context learning as kernel regression (Han et al., TMLR 2025): exact Bayesian "
             "ICL on HMMs vs kernel estimators, and attention-as-kernel checks on real LMs."
         ),
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     avail = _available()
     # Only the chosen subcommand's module is imported (others are listed by name).
     chosen = next((a for a in (argv or []) if a in avail), None)
@@ -72,20 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("icl-kernel: interrupted; finished cells are kept in the run folder.", file=sys.stderr)
         return 130
-    except Exception as exc:  # typed library errors become one-line CLI errors
-        if _is_user_error(exc):
-            print(f"icl-kernel {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-        raise
-
-
-def _is_user_error(exc: BaseException) -> bool:
-    """Library errors meant for the user subclass ValueError/OSError with a clear message."""
-    if isinstance(exc, UsageError):
-        return True
-    name = type(exc).__name__
-    return name.endswith("Error") and isinstance(exc, (ValueError, OSError, KeyError)) and type(exc).__module__.split(".")[0] in {
-        "theory", "simulate", "llm_check", "icl_kernel"}
+    except UserError as exc:  # every user-facing error subclasses UserError: one line, exit 2
+        print(f"icl-kernel {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

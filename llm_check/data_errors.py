@@ -6,8 +6,10 @@ line where there is one) and what was expected.
 """
 from __future__ import annotations
 
+from icl_kernel.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """A data file is missing, malformed or undecodable, or a split is unusable."""
 
 
@@ -23,9 +25,9 @@ class DecodeError(DataError):
     """A text file could not be decoded with the expected encoding."""
 
 
-class LabelWordError(ValueError):
+class LabelWordError(UserError):
     """A label word is unusable: not a single token, or two labels share a first token."""
 
 
-class PromptError(ValueError):
+class PromptError(UserError):
     """A prompt cannot be built: too long for the model, or n larger than the pool."""

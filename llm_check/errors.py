@@ -5,8 +5,10 @@ one-line error with exit code 2. Messages name the bad value and what was expect
 """
 from __future__ import annotations
 
+from icl_kernel.errors import UserError
 
-class LLMCheckError(ValueError):
+
+class LLMCheckError(UserError):
     """Base class for user-facing errors raised by ``llm_check``."""
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from icl_kernel.errors import UserError
 from simulate.metrics import argmax_agree, bootstrap_mean, l1
 from simulate.sweep import (SweepConfig, _check_folder, atomic_savez, atomic_write_bytes, atomic_write_json,
                             evaluate_in_chunks, make_evaluator, prepare_kernels, prompt_key, resolve)
@@ -55,7 +56,7 @@ DEFAULT_PROMPTS = 200
 EPS_RTOL = 1e-10
 
 
-class PhenomenaError(ValueError):
+class PhenomenaError(UserError):
     """A phenomenon configuration that cannot run (one-line message naming the value)."""
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from icl_kernel.errors import UserError
 from simulate.commands.sweep import _int_list, _params, add_preset_arguments, kernel_list
 
 
@@ -37,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
-class BoundArgumentError(ValueError):
+class BoundArgumentError(UserError):
     """A bad argument of `icl-kernel bound`."""
 
 
