@@ -111,6 +111,11 @@ def _jsonable(o):
     return o
 
 
+def config_form(config: dict) -> dict:
+    """A config as it reads back from config.json (strict JSON round trip), for comparisons."""
+    return json.loads(strict_json_text(config))
+
+
 def atomic_write_json(path: Path | str, obj) -> None:
     atomic_write_bytes(path, strict_json_text(obj).encode())
 
@@ -165,7 +170,7 @@ class RunFolder:
         ``overwrite`` (and only for a folder with the marker) cleared and started anew.
         """
         path = Path(path)
-        new_cfg = json.loads(strict_json_text(config))
+        new_cfg = config_form(config)
         if path.exists() and not path.is_dir():
             raise RunFolderError(f"{path} exists and is not a folder; pick another --name")
         marker = None

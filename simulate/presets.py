@@ -230,8 +230,21 @@ def build_preset(preset: str, params: dict | None = None, custom_path: str | Non
     unknown = sorted(set(params) - known)
     if unknown:
         raise HMMError(f"unknown {preset} parameter(s) {unknown}; expected some of {sorted(known)}")
-    cfg = cls(**{k: type(getattr(cls(), k))(v) for k, v in params.items()})
+    cfg = cls(**{k: _param_value(preset, k, v, type(getattr(cls(), k))) for k, v in params.items()})
     return han_hmm(cfg) if preset == "han" else ginc_hmm(cfg)
+
+
+def _param_value(preset: str, key: str, value, kind: type):
+    """A preset parameter converted to its field's type without truncation (one-line error otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise HMMError(f"{preset} parameter {key}={value!r} is not a number")
+    if not np.isfinite(value):
+        raise HMMError(f"{preset} parameter {key}={value!r}, expected a finite number")
+    if kind is int:
+        if float(value) != int(value):
+            raise HMMError(f"{preset} parameter {key}={value!r}, expected an integer")
+        return int(value)
+    return float(value)
 
 
 def preset_defaults(preset: str) -> dict:

@@ -123,22 +123,68 @@ def sample_prompts(key, hmm: HMM, labels, num_prompts: int, num_demos: int, leng
         raise ValueError(f"label mode {label_mode!r}, expected 'sample' or 'argmax'")
     labels = jnp.asarray(labels, jnp.int32)
     task_arr = jnp.int32(-1 if task is None else task)
+    law = prompt_law(hmm)
     xs, ys, th = _sample_prompts_jit(key, hmm, labels, task_arr, jnp.arange(start, start + num_prompts),
-                                     num_demos, length, label_mode)
+                                     jnp.asarray(law.prior_cdf), jnp.asarray(law.first_starts),
+                                     num_demos, length, label_mode, law.uniform_prior, law.first_is_start)
     xs, ys = np.asarray(xs), np.asarray(ys)
     return Prompts(xs[:, :-1], ys[:, :-1], xs[:, -1], ys[:, -1], np.asarray(th, np.int32))
 
 
-@partial(jax.jit, static_argnums=(5, 6, 7))
-def _sample_prompts_jit(key, hmm, labels, task, idx, num_demos, length, label_mode):
+class PromptLaw(NamedTuple):
+    """How a prompt's task and first demonstration are drawn, so that sampling and scoring agree.
+
+    Bayes scores the prompt under p_pre: the first demonstration from p0, later ones (after a
+    delimiter) from the restart. So θ* is drawn from the prior π_θ = p0's mass on θ's block, the
+    first demonstration starts from p0 conditioned on θ*'s block, and every later demonstration and
+    x_test from θ*'s start. For the han preset (p0 the mean of one-hot starts) this is the uniform
+    prior and the task start, exactly as before.
+    """
+
+    prior_cdf: np.ndarray      # [K] cumulative π_θ
+    first_starts: np.ndarray   # [K, d] p0 restricted to block θ, normalised
+    uniform_prior: bool        # π is uniform: θ* = floor(u K) (the historical formula, bit for bit)
+    first_is_start: bool       # p0 | θ equals θ's start for every θ
+
+
+def task_prior(hmm: HMM) -> np.ndarray:
+    """π_θ: the mass p0 puts on each task's block of states ``[K]``."""
+    tos = np.asarray(hmm.task_of_state)
+    return np.bincount(tos, weights=np.asarray(hmm.p0, float), minlength=hmm.num_tasks)
+
+
+def prompt_law(hmm: HMM) -> PromptLaw:
+    K = hmm.num_tasks
+    prior = task_prior(hmm)
+    starts = np.asarray(hmm.task_start, float)
+    tos = np.asarray(hmm.task_of_state)
+    first = np.where(tos[None, :] == np.arange(K)[:, None], np.asarray(hmm.p0, float)[None, :], 0.0)
+    mass = first.sum(1, keepdims=True)
+    first = np.where(mass > 0, first / np.where(mass > 0, mass, 1.0), starts)
+    same = bool(np.allclose(first, starts, rtol=0, atol=1e-15))
+    return PromptLaw(np.cumsum(prior), starts if same else first,
+                     bool(np.allclose(prior, 1.0 / K, rtol=0, atol=1e-12)), same)
+
+
+@partial(jax.jit, static_argnums=(7, 8, 9, 10, 11))
+def _sample_prompts_jit(key, hmm, labels, task, idx, prior_cdf, first_starts, num_demos, length, label_mode,
+                        uniform_prior, first_is_start):
     K = hmm.task_start.shape[0]
     starts = hmm.task_start
 
     def one_prompt(i):
         # One key per prompt (fold_in of its global index); row j of u drives demonstration j.
         u = jax.random.uniform(jax.random.fold_in(key, i), (num_demos + 2, 2 * length + 2), jnp.float64)
-        th = jnp.where(task < 0, jnp.minimum((u[-1, 0] * K).astype(jnp.int32), K - 1), task)
-        xs, ys = jax.vmap(lambda uj: sample_inputs_from_uniforms(uj, hmm, starts[th], length, labels, label_mode))(u[:-1])
+        if uniform_prior:
+            drawn = jnp.minimum((u[-1, 0] * K).astype(jnp.int32), K - 1)
+        else:
+            drawn = jnp.minimum(jnp.searchsorted(prior_cdf, u[-1, 0] * prior_cdf[-1], side="right"), K - 1)
+        th = jnp.where(task < 0, drawn.astype(jnp.int32), task)
+        rows = jnp.broadcast_to(starts[th], (num_demos + 1, starts.shape[1]))
+        if not first_is_start:
+            rows = rows.at[0].set(first_starts[th])
+        xs, ys = jax.vmap(lambda uj, sj: sample_inputs_from_uniforms(uj, hmm, sj, length, labels, label_mode))(
+            u[:-1], rows)
         return xs, ys, th
 
     return jax.vmap(one_prompt)(idx)

@@ -65,16 +65,30 @@ def make_hmm(T, B, R, p0, task_start, task_of_state, delim, delim_weight=None, *
     Raises :class:`HMMError` with a one-line message on any invalid input.
     """
     arrs = {}
-    for name, val in dict(T=T, B=B, R=R, p0=p0, task_start=task_start).items():
+    for name, val in dict(T=T, B=B, R=R, p0=p0, task_start=task_start, delim_weight=delim_weight).items():
+        if val is None:
+            continue
         try:
-            arrs[name] = np.asarray(val, dtype=dtype)
+            raw = np.asarray(val)
+            if np.iscomplexobj(raw):
+                raise HMMError(f"{name} has complex entries; expected real probabilities")
+            if raw.dtype.kind not in "biuf":
+                raise HMMError(f"{name} has dtype {raw.dtype}; expected a real numeric array")
+            arrs[name] = raw.astype(dtype)
+        except HMMError:
+            raise
         except (TypeError, ValueError) as exc:
-            raise HMMError(f"{name} is not a numeric array ({exc})") from None
+            raise HMMError(f"{name} is not a numeric array ({' '.join(str(exc).split())})") from None
     try:
         task_of_state = np.asarray(task_of_state)
-        delim_i = int(np.asarray(delim))
+        delim_raw = np.asarray(delim)
+        if delim_raw.ndim != 0 or delim_raw.dtype.kind not in "biuf" or float(delim_raw) != int(delim_raw):
+            raise HMMError(f"delimiter {delim!r} is not an integer token id")
+        delim_i = int(delim_raw)
+    except HMMError:
+        raise
     except (TypeError, ValueError) as exc:
-        raise HMMError(f"task_of_state/delim are not integers ({exc})") from None
+        raise HMMError(f"task_of_state/delim are not integers ({' '.join(str(exc).split())})") from None
     if task_of_state.dtype.kind not in "iu":
         raise HMMError(f"task_of_state has dtype {task_of_state.dtype}, expected integers")
     Tm, Bm = arrs["T"], arrs["B"]
@@ -86,10 +100,7 @@ def make_hmm(T, B, R, p0, task_start, task_of_state, delim, delim_weight=None, *
     m = Bm.shape[1]
     if not 0 <= delim_i < m:
         raise HMMError(f"delimiter token {delim_i} is outside the vocabulary 0..{m - 1}")
-    if delim_weight is None:
-        dw = Bm[:, delim_i].copy()
-    else:
-        dw = np.asarray(delim_weight, dtype=dtype)
+    dw = Bm[:, delim_i].copy() if delim_weight is None else arrs.pop("delim_weight")
     expected = dict(R=(d, d), p0=(d,))
     for name, shape in expected.items():
         if arrs[name].shape != shape:
@@ -151,3 +162,41 @@ def check_labels(hmm: HMM, labels) -> np.ndarray:
         if not np.any(np.asarray(hmm.B)[:, y] > 0):
             raise HMMError(f"label {int(y)} cannot be emitted by any hidden state (B[:, {int(y)}] is all zero)")
     return lab
+
+
+def check_prompt_law(hmm: HMM, labels, length: int) -> None:
+    """Refuse HMMs on which ICL prompts cannot be sampled and scored as one law.
+
+    Every task must (a) emit the delimiter with a weight that is the same for all its states — the
+    sampler draws each demonstration without the delimiter that follows it, while Bayes scores that
+    delimiter, and the two agree only when its weight does not depend on the state — and positive,
+    so that prompts have positive probability; and (b) produce, for every label y, a delimiter-free
+    x of length l followed by y (Z_θ,y = s_θᵀ (diag(1 − b_δ) T)^l b_y > 0), so that demonstrations,
+    the Oracle and Bayes are defined. Raises :class:`HMMError` naming the task and the value.
+    """
+    B = np.asarray(hmm.B, float)
+    T = np.asarray(hmm.T, float)
+    tos = np.asarray(hmm.task_of_state)
+    dw = np.asarray(hmm.delim_weight, float)
+    for th in range(hmm.num_tasks):
+        w = dw[tos == th]
+        if w.size == 0:
+            raise HMMError(f"task {th} has no hidden states (task_of_state never equals {th})")
+        if w.max() <= 0:
+            raise HMMError(f"task {th} never emits the delimiter (delim_weight is 0 on all its states), "
+                           "so no prompt of that task has positive probability")
+        if w.max() - w.min() > 1e-12 * max(1.0, w.max()):
+            raise HMMError(f"the delimiter weight varies within task {th} ({w.min():.4g} to {w.max():.4g}); "
+                           "demonstrations are sampled without the delimiter that Bayes scores, which is one "
+                           "law only when the weight is the same for every state of a task")
+    lab = np.asarray(labels, int)
+    M = (1.0 - B[:, int(hmm.delim)])[:, None] * T
+    v = B[:, lab]
+    for _ in range(int(length)):
+        v = M @ v
+    Z = np.asarray(hmm.task_start, float) @ v  # [K, |Y|]
+    bad = np.argwhere(Z <= 0)
+    if bad.size:
+        th, j = (int(i) for i in bad[0])
+        raise HMMError(f"task {th} cannot produce a delimiter-free x of length {length} followed by label "
+                       f"{int(lab[j])} (probability 0); pick other labels or another length")

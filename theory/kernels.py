@@ -79,10 +79,11 @@ def parse_kernel(text: str) -> KernelSpec:
             raise KernelError(f"kernel option {k}={v!r} is not a number") from None
     if "beta" in kw and name in MATRIX_KERNELS:
         raise KernelError(f"beta (sharpening) applies to belief/predictive, not to {name!r}")
-    if kw.get("rtol", 0) < 0 or kw.get("ridge", 0) < 0:
-        raise KernelError(f"rtol and ridge must be >= 0 in {text!r}")
-    if kw.get("mc_samples", 1) < 1:
-        raise KernelError(f"mc_samples must be >= 1 in {text!r}")
+    for k in ("beta", "rtol", "ridge"):
+        if k in kw and not (np.isfinite(kw[k]) and kw[k] >= 0):
+            raise KernelError(f"kernel option {k}={kw[k]!r} in {text!r}; expected a finite number >= 0")
+    if kw.get("mc_samples", 1) < 1 or kw.get("enum_limit", 1) < 1:
+        raise KernelError(f"mc_samples and enum_limit must be >= 1 in {text!r}")
     return KernelSpec(name, **kw)
 
 

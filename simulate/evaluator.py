@@ -1,0 +1,258 @@
+"""The evaluator: one prompt batch → exact Bayes, the Oracle and every kernel's ŷ_n, named.
+
+Shared by the sweep, the bound and the phenomena. Three steps:
+
+1. :func:`prepare_kernels` builds, once per run, what each kernel needs (Σ⁺ matrices for the
+   matrix kernels) as typed values (:class:`MatrixKernel`, :class:`FeatureKernel`).
+2. :func:`make_evaluator` returns a jitted function of one batch of prompts.
+3. :func:`evaluate_prompts` runs it over a :class:`simulate.sampling.Prompts` in chunks, each
+   chunk padded to a multiple of the local devices and sharded over them, and returns one
+   :class:`Evaluation` whose every array has the **prompt axis first**, so trimming the padding
+   is the same slice for every field.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from simulate.forward import hmm_arrays, sweep_bayes
+from simulate.metrics import argmax_agree, l1
+from simulate.runtime import batch_sharding
+from simulate.sampling import sample_inputs
+from theory import kernels as tk
+from theory.errors import KernelError
+from theory.hmm import HMM, input_tokens
+
+MAX_MATRIX_DIM = 4096
+
+
+# ------------------------------------------------------------------ prepared kernels
+
+
+@dataclass(frozen=True)
+class MatrixKernel:
+    """K(x, x') = φ(x)ᵀ A φ(x') with φ = vec(T_x) on its block support.
+
+    ``inverses``: ``[S, F, F]`` Σ⁺ (S = 1, or one per task for the ``task`` kernel, which then uses
+    the prompt's own task θ*).
+    """
+
+    spec: tk.KernelSpec
+    inverses: np.ndarray
+    per_task: bool
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+
+@dataclass(frozen=True)
+class FeatureKernel:
+    """K(x, x') = ⟨f(x), f(x')⟩ or exp(β cos(f(x), f(x'))) with f = belief or predictive features."""
+
+    spec: tk.KernelSpec
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+
+class PreparedKernels(NamedTuple):
+    """What the evaluator needs per kernel, a report per kernel (kernels.json), the block structure."""
+
+    kernels: tuple
+    infos: list
+    blocks: tk.Blocks
+
+
+def prepare_kernels(hmm: HMM, specs, length: int, seed: int = 0) -> PreparedKernels:
+    """Build each kernel once per run (Σ⁺ exact where the inputs can be enumerated, else Monte Carlo)."""
+    blocks = tk.block_structure(hmm)
+    F = tk.feature_dim(blocks)
+    m_in = len(input_tokens(hmm))
+    second_moments: dict = {}
+    kernels, infos = [], []
+    for j, spec in enumerate(specs):
+        info = dict(kernel=spec.label)
+        if spec.name not in tk.MATRIX_KERNELS:
+            kernels.append(FeatureKernel(spec))
+            infos.append(info)
+            continue
+        if F > MAX_MATRIX_DIM:
+            raise KernelError(f"kernel {spec.name!r}: vec(T_x) has {F} dimensions on its support "
+                              f"(> {MAX_MATRIX_DIM}) for this HMM; use belief or predictive kernels")
+        starts = {"gram": [None], "pretrain": [np.asarray(hmm.p0)],
+                  "task": list(np.asarray(hmm.task_start))}[spec.name]
+        invs = []
+        for t, start in enumerate(starts):
+            exact = spec.name == "gram" or m_in ** length <= spec.enum_limit
+            ck = (spec.name, t, 0 if exact else spec.mc_samples)
+            if ck not in second_moments:
+                if spec.name == "gram":
+                    second_moments[ck] = (tk.gram_matrix(hmm, length, blocks), 0.0)
+                elif exact:
+                    second_moments[ck] = (tk.second_moment_exact(hmm, start, length, blocks), 0.0)
+                else:
+                    key = jax.random.fold_in(jax.random.PRNGKey(seed), 1000 * j + t)
+                    second_moments[ck] = tk.second_moment_from_samples(
+                        mc_features(key, hmm, start, length, spec.mc_samples, blocks))
+            S, rel = second_moments[ck]
+            inv, pinfo = tk.psd_pinv(S, spec.rtol, spec.ridge, what=f"Sigma for kernel {spec.label}")
+            invs.append(inv)
+            info.setdefault("per_start", []).append(dict(pinfo, exact=bool(exact), mc_rel_se=rel))
+        kernels.append(MatrixKernel(spec, np.stack(invs), per_task=spec.name == "task"))
+        infos.append(info)
+    return PreparedKernels(tuple(kernels), infos, blocks)
+
+
+def mc_features(key, hmm: HMM, start, length: int, num: int, blocks: tk.Blocks) -> np.ndarray:
+    """φ(x) of ``num`` inputs x ~ P(x | start, no delimiter): ``[num, K b²]`` float64."""
+    keys = jax.random.split(key, num)
+    return np.asarray(_mc_features(keys, hmm, jnp.asarray(start, jnp.float64), jnp.asarray(blocks.order),
+                                   length, blocks.K, blocks.b))
+
+
+@partial(jax.jit, static_argnames=("length", "K", "b"))
+def _mc_features(keys, hmm, start, order, length: int, K: int, b: int):
+    xs, _ = jax.vmap(lambda k: sample_inputs(k, hmm, start, length, None))(keys)
+    return tk.operator_features(hmm, xs, tk.Blocks(order, K, b), xp=jnp)
+
+
+# ------------------------------------------------------------------ one batch
+
+
+class KernelEstimate(NamedTuple):
+    """One kernel's estimates on a batch of P prompts at the G grid points.
+
+    Attributes:
+        yhat: ``[P, G, |Y|]`` ŷ_n = Σ_{i≤n} K(x_test, x_i) e(y_i) / Σ_{i≤n} K(x_test, x_i).
+        denominator: ``[P, G]`` Σ_{i≤n} K(x_test, x_i).
+        negative_weight_frac: ``[P, G]`` fraction of the first n weights that are negative.
+    """
+
+    yhat: jax.Array
+    denominator: jax.Array
+    negative_weight_frac: jax.Array
+
+
+class Evaluation(NamedTuple):
+    """Bayes, the Oracle and every kernel on P prompts at the G grid points (prompt axis first).
+
+    Attributes:
+        bayes: ``[P, G, |Y|]`` P(y | x_1 y_1 δ … x_n y_n δ x_test; p_pre), renormalised over Y.
+        log_evidence: ``[P, G]`` log P(prompt_n) under p_pre.
+        task_mass: ``[P, G]`` posterior mass of θ*'s block after the prompt.
+        oracle: ``[P, |Y|]`` P(y | x_test; θ*), renormalised over Y.
+        kernels: one :class:`KernelEstimate` per prepared kernel, in order.
+    """
+
+    bayes: jax.Array
+    log_evidence: jax.Array
+    task_mass: jax.Array
+    oracle: jax.Array
+    kernels: tuple
+
+
+def make_evaluator(hmm: HMM, prepared: PreparedKernels, labels, grid, dtype):
+    """A jitted function ``(demos_x [P,N,l], demos_y [P,N], x_test [P,l], task [P]) -> Evaluation``."""
+    A = hmm_arrays(hmm, jnp.dtype(dtype))
+    labels_j = jnp.asarray(labels, jnp.int32)
+    grid = tuple(int(n) for n in grid)
+    grid_j = jnp.asarray(grid)
+    blocks = prepared.blocks
+    mats = [jnp.asarray(k.inverses, jnp.float64) if isinstance(k, MatrixKernel) else None
+            for k in prepared.kernels]
+
+    def evaluate(demos_x, demos_y, x_test, task) -> Evaluation:
+        sb = sweep_bayes(A, demos_x, demos_y, x_test, task, labels_j, grid)
+        lab_idx = jnp.argmax(demos_y[..., None] == labels_j, axis=-1)
+        if any(isinstance(k, MatrixKernel) for k in prepared.kernels):
+            phi_d = tk.operator_features(hmm, demos_x, blocks, xp=jnp)
+            phi_t = tk.operator_features(hmm, x_test, blocks, xp=jnp)
+        features = {}
+        estimates = []
+        for k, M in zip(prepared.kernels, mats):
+            if isinstance(k, MatrixKernel):
+                if k.per_task:
+                    u = jnp.einsum("pf,pfg->pg", phi_t, M[task])
+                else:
+                    u = phi_t @ M[0]
+                Kv = jnp.einsum("pf,pnf->pn", u, phi_d)
+            else:
+                name = k.spec.name
+                if name not in features:
+                    fn = tk.belief_features if name == "belief" else tk.predictive_features
+                    features[name] = (fn(hmm, x_test, xp=jnp), fn(hmm, demos_x, xp=jnp))
+                ft, fd = features[name]
+                Kv = tk.kernel_values_vector(ft, fd, k.spec.beta, xp=jnp)
+            yhat, den = tk.kernel_regression(Kv, lab_idx, len(labels), grid, xp=jnp)  # [G, P, ·]
+            neg = jnp.cumsum((Kv < 0).astype(Kv.dtype), axis=1)[:, grid_j - 1] / grid_j
+            estimates.append(KernelEstimate(jnp.moveaxis(yhat, 0, 1), den.T, neg))
+        return Evaluation(jnp.moveaxis(sb.bayes, 0, 1), sb.log_evidence.T, sb.task_mass.T, sb.oracle,
+                          tuple(estimates))
+
+    return jax.jit(evaluate)
+
+
+# ------------------------------------------------------------------ many batches
+
+
+def evaluate_prompts(evaluate, demos_x, demos_y, x_test, task, chunk: int = 256, bar=None) -> Evaluation:
+    """Run ``evaluate`` over all prompts in chunks sharded over the local devices (numpy out).
+
+    A chunk whose size does not divide by the device count is padded with copies of its first
+    prompt; the padding is cut from axis 0 of every output (the prompt axis of :class:`Evaluation`).
+    """
+    if int(chunk) < 1:
+        raise ValueError(f"chunk {chunk}, expected >= 1 prompts per batch")
+    sharding, ndev = batch_sharding()
+    arrays = [np.asarray(a) for a in (demos_x, demos_y, x_test, task)]
+    P = arrays[0].shape[0]
+    chunk = max(ndev, (min(int(chunk), P) + ndev - 1) // ndev * ndev)
+    pieces = []
+    for a in range(0, P, chunk):
+        batch = [x[a:a + chunk] for x in arrays]
+        real = batch[0].shape[0]
+        pad = (-real) % ndev
+        if pad:
+            batch = [np.concatenate([x, np.repeat(x[:1], pad, axis=0)]) for x in batch]
+        out = evaluate(*[jax.device_put(x, sharding) for x in batch])
+        pieces.append(jax.tree_util.tree_map(lambda v: np.asarray(v)[:real], out))
+        if bar is not None:
+            bar.update(real)
+    return jax.tree_util.tree_map(lambda *vs: np.concatenate(vs, axis=0), *pieces)
+
+
+# ------------------------------------------------------------------ metrics
+
+
+class PromptMetrics(NamedTuple):
+    """Per-prompt metrics ``[P, G]`` of one evaluation: the common ones and one dict per kernel."""
+
+    common: dict
+    kernels: list
+
+
+COMMON_METRICS = ("bayes_vs_oracle_l1", "posterior_mass_true_task", "bayes_oracle_agreement")
+KERNEL_METRICS = ("kernel_vs_bayes_l1", "kernel_vs_oracle_l1", "argmax_agreement", "negative_weight_frac")
+
+
+def prompt_metrics(ev: Evaluation) -> PromptMetrics:
+    """L1 distances and argmax agreement per prompt and grid point (``[P, G]`` each)."""
+    bayes = np.asarray(ev.bayes, float)
+    oracle = np.broadcast_to(np.asarray(ev.oracle, float)[:, None], bayes.shape)
+    common = dict(bayes_vs_oracle_l1=l1(bayes, oracle),
+                  posterior_mass_true_task=np.asarray(ev.task_mass, float),
+                  bayes_oracle_agreement=argmax_agree(bayes, oracle))
+    kernels = []
+    for k in ev.kernels:
+        yhat = np.asarray(k.yhat, float)
+        kernels.append(dict(kernel_vs_bayes_l1=l1(yhat, bayes), kernel_vs_oracle_l1=l1(yhat, oracle),
+                            argmax_agreement=argmax_agree(yhat, bayes),
+                            negative_weight_frac=np.asarray(k.negative_weight_frac, float)))
+    return PromptMetrics(common, kernels)
