@@ -18,6 +18,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "phenomena": ("simulate.commands.phenomena", "The paper's §4.2 phenomena run exactly: retrieval, labels, ood."),
     "model-info": ("llm_check.commands.model_info", "Load a model offline and print its config, size, load time."),
     "llm-check": ("llm_check.commands.llm_check", "Attention-as-kernel validation on real ICL data."),
+    "pretrain": ("llm_check.commands.pretrain", "Train a GPT-J on an HMM pretraining distribution (loss vs exact Bayes)."),
+    "transformer-check": ("llm_check.commands.transformer_check",
+                          "A pretrained GPT-J on a sweep's prompts: Bayes, Oracle, kernels and attention."),
 }
 
 
@@ -68,7 +71,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a one-line usage error (2): a return code, not an exit
+        return int(exc.code or 0)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

@@ -11,12 +11,19 @@ bound.json says so.
 """
 from __future__ import annotations
 
-import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import jax
 import numpy as np
+from tqdm.auto import tqdm
 
+from icl_kernel.errors import UserError
+from icl_kernel.runfolder import RunFolder, RunFolderError, atomic_write_json, open_existing
+from simulate.evaluator import prepare_kernels
+from simulate.sampling import sample_prompts
+from simulate.sweep import SweepConfig, load_cells, load_prompts, load_run_hmm, prompt_key, resolve
 from theory import bounds as tb
 from theory import kernels as tk
 from theory.hmm import HMM
@@ -26,16 +33,12 @@ DEFAULT_BOUND_GRID = (1, 2, 4, 8, 16, 32, 64, 128, 1024, 16384, 262144)
 
 def mc_demo_set(key, hmm: HMM, task: int, length: int, labels, num: int) -> tb.DemoSet:
     """``num`` demonstrations of task ``task`` from the exact sampler, as an equal-weight set."""
-    from simulate.sampling import sample_prompts
-
     pr = sample_prompts(key, hmm, labels, 1, num, length, task=task)
     ys = np.argmax(pr.demos_y[0][:, None] == np.asarray(labels)[None], axis=1).astype(np.int32)
     return tb.DemoSet(pr.demos_x[0], ys, np.full(num, 1.0 / num), False)
 
 
 def demo_sets(hmm: HMM, length: int, labels, mc_demos: int, seed: int, enum_limit: int = 200000):
-    import jax
-
     if tb.all_inputs(hmm, length, enum_limit) is not None:
         return [tb.exact_demo_set(hmm, k, length, labels, enum_limit) for k in range(hmm.num_tasks)]
     key = jax.random.fold_in(jax.random.PRNGKey(seed), 0xB0D)
@@ -54,9 +57,6 @@ def compute_bound(hmm: HMM, length: int, labels, specs, x_test, tasks, grid, del
 
     Raises :class:`theory.errors.AssumptionError` when the HMM violates an assumption.
     """
-    from tqdm.auto import tqdm
-    from simulate.sweep import prepare_kernels
-
     t0 = time.perf_counter()
     labels = np.asarray(labels)
     assumptions = tb.check_assumptions(hmm)
@@ -82,8 +82,9 @@ def compute_bound(hmm: HMM, length: int, labels, specs, x_test, tasks, grid, del
         if need:
             labels_ = [s.label for s in need]
             extra = [tk.parse_kernel(k) for k in ("pretrain", "task") if k not in labels_]
-            prepared, infos, _ = prepare_kernels(hmm, need + extra, length, seed)
-            by_label = {s.label: p["A"] for s, p in zip(need + extra, prepared)}
+            prepared = prepare_kernels(hmm, need + extra, length, seed)
+            infos = prepared.infos
+            by_label = {k.label: k.inverses for k in prepared.kernels}
             # ‖Σ⁺‖₂ per kernel (one per start for the task kernel), as the pinv used it.
             consts["sigma_pinv_norm"] = {i["kernel"]: [ps["pinv_norm"] for ps in i["per_start"]] for i in infos}
             for s in need:
@@ -146,30 +147,106 @@ def compute_bound(hmm: HMM, length: int, labels, specs, x_test, tasks, grid, del
                 seconds=time.perf_counter() - t0)
 
 
-def compare_with_run(bound: dict, run_dir: Path) -> dict:
-    """Per kernel and run-grid n: the fraction of the run's prompts within the bound, and floor vs bias."""
-    from simulate.sweep import load_cells
+def compare_with_run(bound: dict, rf: RunFolder) -> dict:
+    """Per kernel and run-grid n: the fraction of the run's prompts within the bound, and floor vs bias.
 
-    resolved = json.loads((run_dir / "config.json").read_text())
-    _, arrays = load_cells(run_dir, resolved)
+    The bound was evaluated on the first ``num_prompts`` prompts of the run's first seed.
+    """
+    resolved = rf.config()
+    cells = load_cells(rf, resolved)
     P = bound["num_prompts"]
     out = {}
-    for j, name in enumerate(resolved["kernels"]):
+    for name in resolved["kernels"]:
         if name not in bound["per_prompt"]:
             continue
-        meas = np.asarray(arrays[f"k{j}__kernel_vs_bayes_l1"][0])[:, :P]  # [G, P] first seed
-        meas_o = np.asarray(arrays[f"k{j}__kernel_vs_oracle_l1"][0])[:, :P]
+        meas = cells.per_seed[f"kernel|{name}|kernel_vs_bayes_l1"][0][:P]  # [P, G] first seed
+        meas_o = cells.per_seed[f"kernel|{name}|kernel_vs_oracle_l1"][0][:P]
         tot = np.asarray(bound["per_prompt"][name]["total"], float)  # [P, Gb]
+        tot = np.where(np.isnan(tot), np.inf, tot)  # an infinite bound is stored as null
         within = []
         for g, n in enumerate(resolved["grid"]):
             if n in bound["grid"]:
                 gi = bound["grid"].index(n)
-                within.append(dict(n=n, within=float(np.mean(meas[g] <= tot[:, gi])),
+                within.append(dict(n=n, within=float(np.mean(meas[:, g] <= tot[:, gi])),
                                    finite=float(np.mean(np.isfinite(tot[:, gi])))))
         bias = np.asarray(bound["per_prompt"][name]["bias"], float)
-        out[name] = dict(within_bound=within, measured_floor_vs_oracle=float(np.mean(meas_o[-1])),
+        out[name] = dict(within_bound=within, measured_floor_vs_oracle=float(np.mean(meas_o[:, -1])),
                          floor_n=int(resolved["grid"][-1]), mean_bias=float(np.mean(bias)))
     return out
+
+
+@dataclass
+class BoundConfig:
+    """`icl-kernel bound` without a run folder: the preset part of a sweep config plus the bound's own."""
+
+    sweep: SweepConfig
+    grid: tuple = DEFAULT_BOUND_GRID
+    delta_k: float = 0.05
+    delta_b: float = 0.05
+    prompts: int = 64
+    mc_demos: int = 4096
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not (0 < self.delta_k < 1 and 0 < self.delta_b < 1):
+            raise BoundArgumentError(f"delta_k={self.delta_k}, delta_b={self.delta_b}; expected probabilities in (0, 1)")
+        if self.prompts < 1:
+            raise BoundArgumentError(f"prompts {self.prompts}, expected >= 1")
+        if self.mc_demos < 1:
+            raise BoundArgumentError(f"mc_demos {self.mc_demos}, expected >= 1")
+        if not self.grid or any(n < 1 for n in self.grid):
+            raise BoundArgumentError(f"grid {list(self.grid)}: every n must be >= 1")
+
+
+class BoundArgumentError(UserError):
+    """A bad argument of `icl-kernel bound`."""
+
+
+def run_bound(cfg: BoundConfig, run_dir=None, out=None, quiet: bool = True) -> dict:
+    """The bound for a preset (``run_dir=None``) or on a sweep's own prompts; saved to ``out``.
+
+    With a run folder, ``out`` defaults to RUN/bound.json (written under the folder's lock) and the
+    bound is checked against the errors the sweep measured. Everything is validated first.
+    """
+    cfg.validate()
+    grid = set(int(n) for n in cfg.grid)
+    if run_dir is not None:
+        rf = open_existing(run_dir, "sweep", write=out is None)
+        try:
+            rc = rf.config()
+            if rc.get("label_mode") != "sample":
+                raise BoundArgumentError("the bound assumes labels sampled from P(y|x,θ*) (label_mode 'sample'), "
+                                         f"not {rc.get('label_mode')!r}")
+            hmm = load_run_hmm(rf)
+            if not rf.exists(f"prompts/seed_{rc['seeds'][0]}.npz"):
+                raise RunFolderError(f"{rf.path}/prompts/seed_{rc['seeds'][0]}.npz not found; "
+                                     "the sweep has not finished its first seed")
+            pr = load_prompts(rf, rc["seeds"][0])
+            x_test, tasks = pr.x_test[:cfg.prompts], pr.task[:cfg.prompts]
+            grid |= set(rc["grid"])
+            specs = [tk.parse_kernel(k) for k in rc["kernels"]]
+            bound = compute_bound(hmm, rc["length"], rc["labels"], specs, x_test, tasks, sorted(grid), cfg.delta_k,
+                                  cfg.delta_b, cfg.mc_demos, cfg.seed, quiet=quiet)
+            if rf.exists("summary.json"):
+                bound["run_check"] = compare_with_run(bound, rf)
+            if out is None:
+                rf.write_json("bound.json", bound)
+                bound["written_to"] = str(rf.path / "bound.json")
+        finally:
+            rf.close()
+    else:
+        resolved, hmm = resolve(cfg.sweep)
+        specs = [tk.parse_kernel(k) for k in resolved["kernels"]]
+        pr = sample_prompts(prompt_key(cfg.seed), hmm, resolved["labels"], cfg.prompts, 1, resolved["length"])
+        bound = compute_bound(hmm, resolved["length"], resolved["labels"], specs, pr.x_test, pr.task, sorted(grid),
+                              cfg.delta_k, cfg.delta_b, cfg.mc_demos, cfg.seed, quiet=quiet)
+    if out is not None:
+        out = Path(out)
+        if out.parent != Path("") and not out.parent.is_dir():
+            raise RunFolderError(f"cannot write {out}: folder {out.parent} does not exist")
+        atomic_write_json(out, bound)
+        bound["written_to"] = str(out)
+    return bound
 
 
 def _fmt_paper(v) -> str:

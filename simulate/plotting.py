@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +17,22 @@ def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True, b
 
     With ``bound`` (a run's bound.json), each kernel's median Theorem-1 bound (dotted, where finite)
     and its exactly computed mean bias (the floor, a short horizontal tick at the right) are overlaid.
+    ``kernels`` restricts the figure to those labels; an unknown label is refused.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from simulate.sweep import RunFolderError
+    from simulate.sweep import SweepConfigError, read_summary
 
     run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
-    if not summary_path.exists():
-        raise RunFolderError(f"{summary_path} not found; run `icl-kernel sweep` first")
-    s = json.loads(summary_path.read_text())
+    s = read_summary(run_dir)
+    if kernels is not None:
+        unknown = [k for k in kernels if k not in s["kernels"]]
+        if unknown or not kernels:
+            raise SweepConfigError(f"--kernels {' '.join(kernels)!r}: {unknown or 'none given'} not in this run; "
+                                   f"expected some of {list(s['kernels'])}")
     cfg = s["config"]
     grid = np.asarray(cfg["grid"], float)
     names = [k for k in s["kernels"] if kernels is None or k in kernels]
@@ -107,11 +109,17 @@ def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True, b
 def save_figure(fig, out_path) -> Path:
     """Lay out, render to PNG in memory, close, and write atomically (temporary name, then rename)."""
     import matplotlib.pyplot as plt
-    from simulate.sweep import atomic_write_bytes
+
+    from icl_kernel.errors import one_line
+    from icl_kernel.runfolder import RunFolderError, atomic_write_bytes
 
     fig.tight_layout()
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        plt.close(fig)
+        raise RunFolderError(f"cannot write {out_path}: {one_line(exc.strerror or exc)}") from None
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)

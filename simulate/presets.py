@@ -186,6 +186,9 @@ def load_custom(path: str | Path) -> HMM:
         raise HMMError(f"custom HMM file {path} does not exist") from None
     except Exception as exc:  # unreadable / corrupt
         raise HMMError(f"cannot read custom HMM file {path}: {type(exc).__name__}: {exc}") from None
+    for k, v in raw.items():
+        if np.iscomplexobj(np.asarray(v)):
+            raise HMMError(f"{path}: {k} has complex entries; expected real probabilities")
     missing = [k for k in ("T", "B", "delim") if k not in raw]
     if missing:
         raise HMMError(f"{path}: missing key(s) {missing}; expected {CUSTOM_KEYS}")

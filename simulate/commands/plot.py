@@ -17,22 +17,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from icl_kernel.runfolder import RunFolderError, open_existing
     from simulate.plotting import plot_convergence
 
     run_dir = Path(args.run_dir)
     bound = None
     if args.bound:
-        import json
-
-        from simulate.sweep import RunFolderError
-
-        bpath = run_dir / "bound.json"
-        if not bpath.exists():
-            raise RunFolderError(f"{bpath} not found; run `icl-kernel bound {run_dir}` first")
-        bound = json.loads(bpath.read_text())
+        rf = open_existing(run_dir, "sweep")
+        if not rf.exists("bound.json"):
+            raise RunFolderError(f"{run_dir / 'bound.json'} not found; run `icl-kernel bound {run_dir}` first")
+        bound = rf.read_json("bound.json")
     default = f"{run_dir.name}-{'bound' if args.bound else 'convergence'}.png"
     out = Path(args.out) if args.out else Path("figures") / default
-    path = plot_convergence(run_dir, out, args.kernels.split() if args.kernels else None,
-                            show_paper=not args.no_paper, bound=bound)
+    kernels = args.kernels.split() if args.kernels is not None else None
+    path = plot_convergence(run_dir, out, kernels, show_paper=not args.no_paper, bound=bound)
     print(f"wrote {path}")
     return 0

@@ -95,7 +95,7 @@ def test_gram_kernel_identity_exact():
 
 
 def test_monte_carlo_sigma_converges_to_exact():
-    from simulate.sweep import mc_features
+    from simulate.evaluator import mc_features
 
     hmm = tiny_hmm(5, num_tasks=2, num_states=4, num_tokens=4)
     blocks = tk.block_structure(hmm)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from icl_kernel.cli import main
-from simulate.sweep import SweepConfig, run_sweep, RunFolderError
+from icl_kernel.runfolder import RunFolderError
+from simulate.sweep import SweepConfig, SweepConfigError, run_sweep
 
 SMALL = ["--param", "num_tasks=2", "-P", "num_states=6", "-P", "num_tokens=8", "--n", "1,2,4", "--seeds", "0:2",
          "--prompts", "10", "--length", "2", "--quiet",
@@ -46,8 +47,8 @@ def test_cli_end_to_end(tmp_path, capsys):
         for g, n in enumerate(z["grid"]):
             toks = prompt_tokens(pz["demos_x"][:3], pz["demos_y"][:3], pz["x_test"][:3], int(n), 0)
             b, _ = bayes_direct(hmm_arrays(hmm, jnp.float64), toks, 0, labels)
-            np.testing.assert_allclose(z["bayes"][g], np.asarray(b), atol=1e-5)
-        assert z["k0"].shape == (3, 3, len(labels))
+            np.testing.assert_allclose(z["bayes"][:, g], np.asarray(b), atol=1e-5)
+        assert z["kernel|predictive"].shape == (3, 3, len(labels))
     # plot
     fig = tmp_path / "fig.png"
     assert main(["plot", str(run), "--out", str(fig)]) == 0
@@ -83,33 +84,100 @@ def test_refuses_folder_with_other_config(tmp_path):
         run_sweep(small_cfg(kernels=("belief",)), tmp_path / "r", quiet=True)
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "file.txt").write_text("x")
-    with pytest.raises(RunFolderError, match="not a run folder"):
+    with pytest.raises(RunFolderError, match="not an icl-kernel run folder"):
         run_sweep(small_cfg(kernels=("predictive",)), tmp_path / "junk", quiet=True)
 
 
 def test_sharded_batch_equals_single_device(tmp_path):
-    """Prompt batches sharded over the two CPU devices give the numbers of an unsharded run."""
+    """Prompt batches sharded over the two CPU devices give the numbers of an unsharded run, also when
+    the prompt count does not divide by the device count (padding is cut from the prompt axis)."""
     import jax
+    from simulate.evaluator import evaluate_prompts, make_evaluator, prepare_kernels
     from simulate.presets import build_preset
     from simulate.sampling import sample_prompts
-    from simulate.sweep import make_evaluator, prepare_kernels
     from simulate.runtime import batch_sharding
     from theory import kernels as tk
 
     assert len(jax.local_devices()) >= 2
     hmm = build_preset("han", dict(num_tasks=2, num_states=6, num_tokens=8))
     specs = [tk.parse_kernel(k) for k in ("predictive", "gram")]
-    prep, _, blocks = prepare_kernels(hmm, specs, 2)
-    ev = make_evaluator(hmm, prep, blocks, [1, 2, 3], (1, 2, 4), "float64")
+    ev = make_evaluator(hmm, prepare_kernels(hmm, specs, 2), [1, 2, 3], (1, 2, 4), "float64")
     pr = sample_prompts(jax.random.PRNGKey(0), hmm, [1, 2, 3], 8, 4, 2)
     sh, nd = batch_sharding()
     args = [np.asarray(x) for x in (pr.demos_x, pr.demos_y, pr.x_test, pr.task)]
     sharded = [jax.device_put(a, sh) for a in args]
     assert nd >= 2 and all(len(x.sharding.device_set) == nd and not x.sharding.is_fully_replicated for x in sharded)
-    sb1, k1 = ev(*sharded)
-    sb2, k2 = ev(*[jax.device_put(a, jax.local_devices()[0]) for a in args])
-    np.testing.assert_allclose(np.asarray(sb1.bayes), np.asarray(sb2.bayes), rtol=1e-12)
-    np.testing.assert_allclose(np.asarray(k1[1][0]), np.asarray(k2[1][0]), rtol=1e-9)
+    e1 = ev(*sharded)
+    e2 = ev(*[jax.device_put(a, jax.local_devices()[0]) for a in args])
+    np.testing.assert_allclose(np.asarray(e1.bayes), np.asarray(e2.bayes), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(e1.kernels[1].yhat), np.asarray(e2.kernels[1].yhat), rtol=1e-9)
+    # 5 prompts in chunks of 3 on 2 devices: batches of 4 and 1, each padded to a multiple of 2.
+    e3 = evaluate_prompts(ev, *[a[:5] for a in args], chunk=3)
+    assert e3.bayes.shape == (5, 3, 3) and e3.oracle.shape == (5, 3) and e3.kernels[0].yhat.shape == (5, 3, 3)
+    np.testing.assert_allclose(e3.oracle, np.asarray(e2.oracle)[:5], rtol=1e-12)
+    np.testing.assert_allclose(e3.bayes, np.asarray(e2.bayes)[:5], rtol=1e-12)
+    np.testing.assert_allclose(e3.kernels[1].yhat, np.asarray(e2.kernels[1].yhat)[:5], rtol=1e-9)
+
+
+def test_prompt_count_not_divisible_by_devices(tmp_path):
+    """--prompts 5 on 2 devices (and 21) runs and gives the per-prompt numbers of a one-prompt-per-batch run."""
+    from icl_kernel.runfolder import open_existing
+
+    cfg = small_cfg(prompts_per_seed=5, seeds=(0,), dtype="float64")
+    a = run_sweep(cfg, tmp_path / "a", quiet=True)
+    run_sweep(cfg, tmp_path / "b", quiet=True, chunk=1)
+    assert a["num_prompts"] == 5
+    ca = open_existing(tmp_path / "a").load_npz("cells/seed_0.npz")
+    cb = open_existing(tmp_path / "b").load_npz("cells/seed_0.npz")
+    assert set(ca) == set(cb)
+    for k in ca:
+        assert ca[k].shape[0] == 5, k
+        np.testing.assert_allclose(ca[k], cb[k], rtol=1e-6, atol=1e-9, err_msg=k)  # Σ kernels amplify rounding
+    assert run_sweep(small_cfg(prompts_per_seed=21, seeds=(0,), kernels=("belief",)), tmp_path / "c",
+                     quiet=True)["num_prompts"] == 21
+
+
+def test_corrupted_cell_is_recomputed(tmp_path, capsys):
+    cfg = small_cfg(seeds=(0,))
+    first = run_sweep(cfg, tmp_path / "r", quiet=True)
+    cell = tmp_path / "r" / "cells" / "seed_0.npz"
+    good = cell.read_bytes()
+    cell.write_bytes(good[:100])
+    msgs = []
+    again = run_sweep(cfg, tmp_path / "r", quiet=True, log=msgs.append)
+    assert any("corrupted" in m and "seed_0.npz" in m for m in msgs)
+    assert cell.read_bytes() == good and again["kernels"] == first["kernels"]
+
+
+def test_corrupted_summary_is_one_line_error(tmp_path, capsys):
+    run_sweep(small_cfg(seeds=(0,)), tmp_path / "r", quiet=True)
+    (tmp_path / "r" / "summary.json").write_text("{")
+    assert main(["plot", str(tmp_path / "r"), "--out", str(tmp_path / "f.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "summary.json is corrupted" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_overwrite_validates_before_deleting(tmp_path, capsys):
+    run_sweep(small_cfg(seeds=(0,)), tmp_path / "r", quiet=True)
+    before = (tmp_path / "r" / "summary.json").read_bytes()
+    rc = main(["sweep", "--runs-dir", str(tmp_path), "--name", "r", *SMALL[:-2], "--kernels", "belief:beta=nan",
+               "--overwrite"])
+    assert rc == 2 and "beta=nan" in capsys.readouterr().err
+    assert (tmp_path / "r" / "summary.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(seeds=(0, 0)), "repeat"),
+    (dict(kernels=()), "no kernels"),
+    (dict(kernels=("belief", "belief")), "repeat"),
+    (dict(kernels=("belief:beta=-1",)), "beta"),
+    (dict(hmm_file="x.npz"), "--preset custom"),
+])
+def test_config_refusals(tmp_path, kw, msg):
+    with pytest.raises((SweepConfigError, ValueError), match=msg):
+        run_sweep(small_cfg(**kw), tmp_path / "r", quiet=True)
+    assert not (tmp_path / "r").exists()
 
 
 def test_ginc_preset_runs(tmp_path):
@@ -149,6 +217,14 @@ def _bad_npz(tmp_path, **kw):
     (lambda T, B: dict(T=np.where(np.eye(T.shape[0]) > 0, np.nan, T)), "NaN"),
     (lambda T, B: dict(B=B[:, :3].T), "shape"),
     (lambda T, B: dict(delim=7), "outside the vocabulary"),
+    (lambda T, B: dict(delim=0.5), "not an integer token id"),
+    (lambda T, B: dict(T=T.astype(complex)), "complex"),
+    (lambda T, B: dict(B=np.concatenate([np.zeros((B.shape[0], 1)), B[:, 1:] / B[:, 1:].sum(1, keepdims=True)], 1)),
+     "never emits the delimiter"),
+    (lambda T, B: dict(B=np.concatenate([np.linspace(0.05, 0.3, B.shape[0])[:, None],
+                                         B[:, 1:] / B[:, 1:].sum(1, keepdims=True)
+                                         * (1 - np.linspace(0.05, 0.3, B.shape[0]))[:, None]], 1)),
+     "delimiter weight varies"),
 ])
 def test_bad_hmm_files(tmp_path, capsys, mutate, msg):
     from simulate.presets import build_preset
@@ -163,18 +239,31 @@ def test_bad_hmm_files(tmp_path, capsys, mutate, msg):
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["--n", "0,2"], "n >= 1"),
+    (["--n", "0,2"], "expected integers >= 1"),
     (["--labels", "0"], "delimiter"),
-    (["--num-labels", "0"], "num_labels"),
+    (["--num-labels", "0"], "--num-labels: 0"),
     (["--labels", "99"], "outside the vocabulary"),
     (["--kernels", "gram:rtol=0"], "singular"),
     (["--preset", "custom"], "needs a file"),
     (["--preset", "custom", "--hmm-file", "/no/such.npz"], "does not exist"),
     (["-P", "bogus=1"], "unknown han parameter"),
+    (["-P", "seed=1.5"], "expected an integer"),
+    (["-P", "emit_conc=nan"], "finite"),
+    (["-P", "emit_conc"], "KEY=VALUE"),
+    (["-P", "emit_conc=abc"], "not a number"),
+    (["--chunk", "0"], "expected an integer >= 1"),
+    (["--devices", "-3"], "devices"),
+    (["--devices", "100000"], "devices"),
+    (["--name", "../x"], "not a valid run name"),
+    (["--name", ""], "not a valid run name"),
+    (["--seeds", "1,1"], "repeats a seed"),
+    (["--hmm-file", "/no/such.npz"], "--preset custom"),
 ])
 def test_bad_cli_input(tmp_path, capsys, args, msg):
-    base = ["sweep", "--runs-dir", str(tmp_path), "--name", "x", "-P", "num_tasks=2", "-P", "num_states=4",
-            "-P", "num_tokens=6", "--n", "1,2", "--seeds", "0", "--prompts", "4", "--length", "1", "--quiet"]
+    base = ["sweep", "--runs-dir", str(tmp_path), "--name", "x", "--n", "1,2", "--seeds", "0", "--prompts", "4",
+            "--length", "1", "--quiet"]
+    if "custom" not in args:
+        base += ["-P", "num_tasks=2", "-P", "num_states=4", "-P", "num_tokens=6"]
     if "--kernels" not in args:
         base += ["--kernels", "belief"]
     rc = main(base + args)

@@ -14,7 +14,7 @@ from hypothesis import assume, given, settings, strategies as st
 from conftest import tiny_hmm
 from simulate.forward import hmm_arrays, sweep_bayes
 from simulate.sampling import sample_prompts
-from simulate.sweep import prepare_kernels, make_evaluator
+from simulate.evaluator import MatrixKernel, make_evaluator, prepare_kernels
 from theory import bounds as tb
 from theory import kernels as tk
 from theory.errors import AssumptionError
@@ -36,8 +36,7 @@ def _setup(hmm, length, labels):
 def _matrix(hmm, spec, length):
     if spec.name not in tk.MATRIX_KERNELS:
         return None
-    prepared, _, _ = prepare_kernels(hmm, [spec], length)
-    return prepared[0]["A"]
+    return prepare_kernels(hmm, [spec], length).kernels[0].inverses
 
 
 def _yhat(kv, ys, idx, num_labels):
@@ -112,18 +111,18 @@ def test_sweep_floor_matches_bias_per_prompt():
     hmm = _hmm(3, 2, 2, 5)
     labels, length, N = [1, 2], 2, 4096
     specs = [tk.parse_kernel(k) for k in ("pretrain", "belief", "predictive:beta=20")]
-    prepared, _, blocks = prepare_kernels(hmm, specs, length)
+    prepared = prepare_kernels(hmm, specs, length)
     pr = sample_prompts(jax.random.PRNGKey(7), hmm, labels, 32, N, length)
-    evaluate = make_evaluator(hmm, prepared, blocks, labels, (N,), "float64")
-    sb, kout = evaluate(pr.demos_x, pr.demos_y, pr.x_test, pr.task)
+    evaluate = make_evaluator(hmm, prepared, labels, (N,), "float64")
+    ev = evaluate(pr.demos_x, pr.demos_y, pr.x_test, pr.task)
     sets, dist = _setup(hmm, length, labels)
-    for spec, p, (yhat, _, _) in zip(specs, prepared, kout):
+    for spec, p, est in zip(specs, prepared.kernels, ev.kernels):
         ok = []
         for i in range(32):
             th = int(pr.task[i])
             pb = tb.prompt_bound(hmm, spec, pr.x_test[i], th, labels, sets[th], dist, [0.5, 0.5], [N],
-                                 delta_k=0.05, A=p.get("A"))
-            measured = np.abs(np.asarray(yhat)[0, i] - np.asarray(sb.oracle)[i]).sum()
+                                 delta_k=0.05, A=p.inverses if isinstance(p, MatrixKernel) else None)
+            measured = np.abs(np.asarray(est.yhat)[i, 0] - np.asarray(ev.oracle)[i]).sum()
             ok.append(abs(measured - pb.bias) <= pb.deviation[0])
         assert np.mean(ok) >= 0.9, (spec.label, np.mean(ok))
 
