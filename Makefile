@@ -25,14 +25,18 @@ demo: $(VENV)/.base
 	$(VENV)/bin/icl-kernel sweep --name demo
 	$(VENV)/bin/icl-kernel plot runs/demo
 
-# The simulator tests run in their own process: float64 and two CPU devices are process-wide in JAX.
+# Three processes: the simulator tests (float64 and two CPU devices are process-wide in JAX), the
+# whole-CLI integration tests (they run every subcommand in-process, which sets those flags too),
+# and the rest (unit tests and the LLM harness, float32).
 test: $(VENV)/.test
 	$(PY) -m pytest -q tests/sim
-	$(PY) -m pytest -q tests --ignore=tests/sim
+	$(PY) -m pytest -q tests/integration
+	$(PY) -m pytest -q tests --ignore=tests/sim --ignore=tests/integration
 
 test-fast: $(VENV)/.test
 	$(PY) -m pytest -q -m "not slow and not torch" tests/sim
-	$(PY) -m pytest -q -m "not slow and not torch" tests --ignore=tests/sim
+	$(PY) -m pytest -q -m "not slow and not torch" tests/integration
+	$(PY) -m pytest -q -m "not slow and not torch" tests --ignore=tests/sim --ignore=tests/integration
 
 bench: $(VENV)/.test
 	$(PY) benchmarks/bench_forward.py

@@ -360,7 +360,19 @@ def read_summary(run_dir) -> dict:
     rf = open_existing(run_dir, COMMAND)
     if not rf.exists("summary.json"):
         raise RunFolderError(f"{rf.path / 'summary.json'} not found; the sweep has not finished a seed")
-    return rf.read_json("summary.json")
+    return numeric_nulls_to_nan(rf.read_json("summary.json"))
+
+
+_NUMERIC_KEYS = {"mean", "lo", "hi", "value"}
+
+
+def numeric_nulls_to_nan(obj):
+    """Strict JSON stores NaN as null; read the band and slope numbers (mean, lo, hi, value) back as NaN."""
+    if isinstance(obj, dict):
+        return {k: (math.nan if v is None and k in _NUMERIC_KEYS else numeric_nulls_to_nan(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [numeric_nulls_to_nan(v) for v in obj]
+    return obj
 
 
 def _fmt(v, spec: str = "7.3f") -> str:

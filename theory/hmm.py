@@ -83,7 +83,7 @@ def make_hmm(T, B, R, p0, task_start, task_of_state, delim, delim_weight=None, *
         task_of_state = np.asarray(task_of_state)
         delim_raw = np.asarray(delim)
         if delim_raw.ndim != 0 or delim_raw.dtype.kind not in "biuf" or float(delim_raw) != int(delim_raw):
-            raise HMMError(f"delimiter {delim!r} is not an integer token id")
+            raise HMMError(f"delimiter {delim_raw.tolist()!r} is not an integer token id")
         delim_i = int(delim_raw)
     except HMMError:
         raise
