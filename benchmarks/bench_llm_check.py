@@ -45,7 +45,7 @@ def main() -> None:
     def one_pass():
         for ids, mask, last in batches:
             out = forward(lm.model, ids, mask, last)
-            np.asarray(out.patterns)
+            np.asarray(out.hook_pattern)
             np.asarray(out.logits)
 
     t = time.perf_counter()

@@ -59,7 +59,7 @@ def child_jax(args) -> dict:
 
     def run():
         out = forward(model, ids, mask, capture_positions=cap, attention_impl=args.impl)
-        jax.block_until_ready((out.logits, out.patterns))
+        jax.block_until_ready((out.logits, out.hook_pattern))
 
     med = _time(run, args.repeats)
     dev = jax.devices()[0]

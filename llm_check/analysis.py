@@ -9,6 +9,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from theory import kernels as tk
+from theory.stats import bootstrap_mean, mcnemar_exact
+
 WEIGHT_MODES = ("max", "at_y", "sum", "mean")
 SPAN_MODES = ("xy", "block")
 
@@ -181,24 +184,130 @@ def ridge_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_
 
 def kernel_regression(emb_test: np.ndarray, emb_demo: np.ndarray, demo_labels: np.ndarray, n_classes: int,
                       tau: float = 0.1) -> np.ndarray:
-    r"""Nadaraya–Watson prediction with a softmax-of-cosine kernel over each item's own demonstrations.
+    r"""Nadaraya–Watson prediction with a softmax-of-cosine kernel over each item's own demonstrations,
+    computed by theory's estimator (:func:`theory.kernels.kernel_regression`, β = 1/τ).
 
     :math:`\hat y = \arg\max_y \sum_i \exp(\cos(e_{test}, e_i)/\tau)\, e(y_i)[y]`.
     ``emb_test[N, D]``, ``emb_demo[N, n, D]``, ``demo_labels[N, n]`` -> ``[N]``.
     """
-    et = emb_test / np.linalg.norm(emb_test, axis=-1, keepdims=True)
-    ed = emb_demo / np.linalg.norm(emb_demo, axis=-1, keepdims=True)
-    cos = np.einsum("nd,nid->ni", et, ed)
-    w = np.exp((cos - cos.max(-1, keepdims=True)) / tau)
-    votes = np.einsum("ni,nic->nc", w, np.eye(n_classes)[np.asarray(demo_labels)])
+    K = tk.kernel_values_vector(np.asarray(emb_test, np.float64), np.asarray(emb_demo, np.float64), beta=1.0 / tau)
+    labels = np.asarray(demo_labels)
+    est, _ = tk.kernel_regression(K, labels, n_classes, [labels.shape[1]])
+    return np.argmax(est[0], axis=-1)
+
+
+def bootstrap_ci(correct: np.ndarray) -> tuple[float, float]:
+    """95% percentile bootstrap interval (1000 resamples, seed 0) of the mean of a 0/1 vector,
+    by theory's bootstrap (:func:`theory.stats.bootstrap_mean`)."""
+    _, lo, hi, _ = bootstrap_mean(np.asarray(correct, np.float64))
+    return lo, hi
+
+
+# ----------------------------------------------------------------------------------------------
+# Position-aware baselines (issue 12): what a head must beat to count as a *similarity* kernel.
+
+
+def last_label(demo_labels: np.ndarray) -> np.ndarray:
+    """The label of the last demonstration (the one next to the query). ``[N, n]`` -> ``[N]``."""
+    return np.asarray(demo_labels)[:, -1]
+
+
+def majority_label(demo_labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """The most frequent demonstration label (ties to the lower class). ``[N, n]`` -> ``[N]``."""
+    onehot = np.eye(n_classes)[np.asarray(demo_labels)]
+    return np.argmax(onehot.sum(1), axis=-1)
+
+
+def position_profile(weights: np.ndarray) -> np.ndarray:
+    """Each head's mean kernel weight at each demonstration position. ``weights[N, L, H, n]`` -> ``[L, H, n]``."""
+    return np.asarray(weights, np.float64).mean(0)
+
+
+def position_vote(profile: np.ndarray, demo_labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """The position-only vote: every prompt weighted by the same per-position profile (it knows the
+    slot, not the content). ``profile[L, H, n]``, ``demo_labels[N, n]`` -> ``[N, L, H]``."""
+    onehot = np.eye(n_classes)[np.asarray(demo_labels)]             # [N, n, C]
+    votes = np.einsum("lhi,nic->nlhc", np.asarray(profile, np.float64), onehot)
     return np.argmax(votes, axis=-1)
 
 
-def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of a 0/1 vector."""
-    correct = np.asarray(correct, dtype=np.float64)
-    if correct.size == 0:
-        return (float("nan"), float("nan"))
+class HeadVsPosition(NamedTuple):
+    """Held-out agreement (with ŷ) of a head's reconstruction and of its position-only vote, and the
+    exact McNemar test of the paired outcomes (b: only the head agrees; c: only the vote agrees)."""
+
+    head_agreement: float
+    position_agreement: float
+    only_head: int
+    only_position: int
+    p_value: float
+    kernel_like: bool
+
+
+def head_vs_position(recon: np.ndarray, pos_vote: np.ndarray, target: np.ndarray, alpha: float = 0.05) -> HeadVsPosition:
+    """``recon[N]``, ``pos_vote[N]``, ``target[N]`` (ŷ) on held-out items. Kernel-like: the head agrees
+    with ŷ more often than its position-only vote, with McNemar p < ``alpha``."""
+    a = np.asarray(recon) == np.asarray(target)
+    b = np.asarray(pos_vote) == np.asarray(target)
+    only_a, only_b, p = mcnemar_exact(a, b)
+    return HeadVsPosition(float(a.mean()), float(b.mean()), only_a, only_b, p,
+                          bool(a.mean() > b.mean() and p < alpha))
+
+
+def _per_head_sim(sim: np.ndarray, L: int, H: int) -> np.ndarray:
+    """``sim[N, n]`` (same for every head) or ``[N, L, n]`` (per layer) -> ``[N, L, H, n]``."""
+    s = np.asarray(sim, np.float64)
+    if s.ndim == 2:
+        return np.broadcast_to(s[:, None, None, :], (s.shape[0], L, H, s.shape[1]))
+    if s.ndim == 3:
+        return np.broadcast_to(s[:, :, None, :], (s.shape[0], L, H, s.shape[2]))
+    raise ValueError(f"similarity of shape {s.shape}; expected [N, n] or [N, L, n]")
+
+
+def _pooled_r(a: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Pearson r pooled over (item, position): ``a, s [N, L, H, n]`` -> ``[L, H]`` (nan where constant)."""
+    a = a - a.mean(axis=(0, 3), keepdims=True)
+    s = s - s.mean(axis=(0, 3), keepdims=True)
+    num = (a * s).sum(axis=(0, 3))
+    den = np.sqrt((a * a).sum(axis=(0, 3)) * (s * s).sum(axis=(0, 3)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 1e-12 * max(1.0, float(np.max(den, initial=0.0))), num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def remove_position(x: np.ndarray) -> np.ndarray:
+    """Residualise on position: subtract each position's mean over items. ``x[N, ..., n]``."""
+    x = np.asarray(x, np.float64)
+    return x - x.mean(0, keepdims=True)
+
+
+class PositionControlled(NamedTuple):
+    """Per head ``[L, H]``: Pearson r pooled over (item, demonstration) before removing position,
+    after residualising both sides on position, and the within-position permutation p-value of the
+    residualised r (similarities shuffled among items at the same position)."""
+
+    r_raw: np.ndarray
+    r_within: np.ndarray
+    p_within: np.ndarray
+
+
+def position_controlled_corr(attn: np.ndarray, sim: np.ndarray, n_perm: int = 200, seed: int = 0) -> PositionControlled:
+    """Attention vs similarity with and without position. ``attn[N, L, H, n]``; ``sim[N, n]`` or
+    ``[N, L, n]`` (a per-layer similarity such as the LM's hidden-state cosine at that layer)."""
+    a = np.asarray(attn, np.float64)
+    N, L, H, n = a.shape
+    s = _per_head_sim(sim, L, H)
+    r_raw = _pooled_r(a, s)
+    ar, sr = remove_position(a), remove_position(s)
+    r_w = _pooled_r(ar, sr)
     rng = np.random.default_rng(seed)
-    means = correct[rng.integers(0, correct.size, size=(n_boot, correct.size))].mean(1)
-    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+    exceed = np.zeros((L, H))
+    for _ in range(n_perm):
+        perm = np.stack([rng.permutation(N) for _ in range(n)], axis=1)       # [N, n]: shuffle within position
+        sp = np.take_along_axis(sr, perm[:, None, None, :], axis=0)
+        exceed += np.abs(_pooled_r(ar, sp)) >= np.abs(r_w) - 1e-12
+    p = (exceed + 1) / (n_perm + 1)
+    return PositionControlled(r_raw, r_w, np.where(np.isnan(r_w), np.nan, p))
+
+
+def follow_rate(yhat: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of items whose prediction equals the given per-item label (e.g. the last demonstration's)."""
+    return float(np.mean(np.asarray(yhat) == np.asarray(labels)))

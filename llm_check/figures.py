@@ -124,3 +124,21 @@ def bars(path: str, labels, series: dict, title: str, ylabel: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def position_maps(path, maps: dict, title: str, chosen=None) -> None:
+    """Per similarity (rows): the head map of Pearson r before (left) and after (right) removing
+    position. ``maps[name] = (r_raw[L, H], r_within[L, H])``."""
+    plt = _plt()
+    fig, axes = plt.subplots(len(maps), 2, figsize=(11, 4.6 * len(maps)), squeeze=False)
+    for row, (name, (raw, within)) in zip(axes, maps.items()):
+        both = np.concatenate([np.ravel(raw), np.ravel(within)])
+        v = float(np.nanmax(np.abs(both))) if np.isfinite(both).any() else 1.0
+        _heat(row[0], raw, f"{name}: before removing position\n(max |r| {np.nanmax(np.abs(raw)):.3f})", -v, v,
+              "RdBu_r", "Pearson r (pooled over prompts × demonstrations)", chosen)
+        _heat(row[1], within, f"{name}: within position (residualised)\n(max |r| {np.nanmax(np.abs(within)):.3f})",
+              -v, v, "RdBu_r", "Pearson r after subtracting each position's mean", chosen)
+    fig.suptitle(f"Attention a_i vs similarity, before and after removing position\n{title}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

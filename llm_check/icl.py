@@ -1,136 +1,89 @@
 """The ICL run: build prompts, run the LM once per batch, keep what every number needs.
 
-Run folder (``runs/<name>/``), every file written atomically (temp file + ``os.replace``):
+Run folder (``runs/<name>/``), every file written through :class:`icl_kernel.runfolder.RunFolder`
+(atomic, checksummed):
 
-* ``config.json`` — the options, label words and ids, the split note.
+* ``config.json`` — the :class:`~llm_check.config.LLMCheckConfig` (the run's identity).
+* ``run_info.json`` — label words and ids, warnings, the split note, timings.
 * ``prompts.jsonl`` — per test point: index, source ``file:line``, prompt text, token ids, spans of
   every x_i, y_i, the demonstration blocks and x_test, query position, demonstration pool indices
   and labels, gold label.
 * ``chunks/chunk_XXXXX.npz`` — per batch: item indices, the captured last-token attention rows
   ``rows[b, L, H, S]`` (float32, zero beyond each item's length), ``lengths``, label-word logits
-  ``label_logits[b, C]``, the unconstrained top next token ``top_token[b]``. Existing chunks are
-  reused (resume).
+  ``label_logits[b, C]``, the unconstrained top next token ``top_token[b]``. Intact chunks are
+  reused (resume); corrupted ones are recomputed.
 * ``singles.npz`` — for the held-out test points and their demonstrations, each text run alone:
-  prediction similarity sim(x_test, x_i), argmax_o P(o|x_i), MiniLM and LM mean-pooled embeddings.
+  prediction similarity sim(x_test, x_i), argmax_o P(o|x_i), MiniLM and LM mean-pooled embeddings,
+  and the cosine of the LM's mean-pooled residual stream after every layer ``lm_layer_cos[N, L, n]``.
 * ``probes.json`` — ridge-probe accuracies (keys / values at positions −1…3).
 """
 from __future__ import annotations
 
-import io
-import json
-import os
 import time
-from dataclasses import dataclass
 from typing import Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
+from icl_kernel.runfolder import RunFolder
 from llm_check import analysis as A
 from llm_check import prompts as P
+from llm_check.config import BUCKET, SPLIT_SEED, LLMCheckConfig
 from llm_check.data import TaskData
 from llm_check.data_errors import PromptError
+from llm_check.models import CaptureConfig, forward, pad_batch
+from llm_check.sentence_encoder import encode, load_minilm
+
+CAPTURE_ICL = CaptureConfig(hook_pattern=True)
+CAPTURE_PROBES = CaptureConfig(hook_pattern=True, hook_k=True, hook_v=True)
+CAPTURE_SINGLES = CaptureConfig(hook_pattern=False, hook_resid_post=True, hook_normalized=True)
 
 PROBE_OFFSETS = (-1, 0, 1, 2, 3)
-
-
-@dataclass
-class RunConfig:
-    task: str = "sst2"
-    n: int = 8
-    seed: int = 0
-    selection: str = "random"
-    retrieval_pool: int = 4000
-    limit: int | None = None
-    batch_size: int = 16
-    bucket: int = 32
-    max_tokens: int | None = None
-    shorten: bool = False
-    typos: float = 0.0
-    multi_token_labels: str = "first"
-    sim_context: str = "template"
-    probe_items: int = 100
-    n_select: int = 700
-    n_heldout: int = 300
-    tau: float = 0.1
-    model: str = "smollm2"
-    dtype: str = "float32"
-    input_prefix: str = "Input: "
-    output_prefix: str = " Output: "
-    separator: str = "\n"
-    label_words: tuple[str, ...] = ()
-    eval_order: str = "shuffled"
-    split_seed: int = 0
-
-    @property
-    def fmt(self) -> P.PromptFormat:
-        return P.PromptFormat(self.input_prefix, self.output_prefix, self.separator)
-
-
-# ----------------------------------------------------------------------------------------------
-# Atomic writes.
-
-def write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
-def write_json(path: str, obj) -> None:
-    write_atomic(path, json.dumps(obj, indent=1, default=_json_default).encode())
-
-
-def write_npz(path: str, **arrays) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    write_atomic(path, buf.getvalue())
-
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o))
 
 
 # ----------------------------------------------------------------------------------------------
 # Prompts.
 
-def test_texts(task: TaskData, cfg: RunConfig) -> tuple[list[str], np.ndarray, list[str]]:
+def test_texts(task: TaskData, cfg: LLMCheckConfig) -> tuple[list[str], np.ndarray, list[str]]:
     """Evaluation texts (typos injected if asked, seeded per item), gold labels and sources.
 
     ``eval_order="shuffled"`` (default) visits the evaluation split in a permutation seeded by
-    ``split_seed`` (not by ``seed``, so the items stay fixed when the demonstrations are redrawn):
+    ``SPLIT_SEED`` (not by ``seed``, so the items stay fixed when the demonstrations are redrawn):
     some files are sorted by class (Rotten Tomatoes: all positives first), and both ``--limit`` and
     the 700/300 selection/held-out split take items in this order. ``"file"`` keeps the file order.
+    ``start`` skips that many items of the order first (``limit`` counts after it).
     """
     order = np.arange(len(task.evaluation))
     if cfg.eval_order == "shuffled":
-        order = np.random.default_rng([cfg.split_seed, 1]).permutation(len(task.evaluation))
+        order = np.random.default_rng([SPLIT_SEED, 1]).permutation(len(task.evaluation))
     elif cfg.eval_order != "file":
         raise PromptError(f"evaluation order {cfg.eval_order!r}; expected 'shuffled' or 'file'")
-    # An empty test input cannot be classified: such rows are skipped (counted by ``empty_texts``).
+    # An empty test input cannot be classified: such rows are skipped.
     order = np.array([j for j in order if task.evaluation[j].text.strip()], dtype=np.int64)
+    if cfg.start >= len(order):
+        raise PromptError(f"--start {cfg.start} but task {task.name!r} has only {len(order)} non-empty "
+                          "evaluation items")
+    order = order[cfg.start:]
     if cfg.limit is not None:
         order = order[: cfg.limit]
+    if len(order) < 2:
+        raise PromptError(f"{len(order)} evaluation items after --start {cfg.start}; expected at least 2")
     items = [task.evaluation[j] for j in order]
     texts = []
     for i, e in enumerate(items):
         t = e.text
         if cfg.typos > 0:
-            t = P.add_typos(t, cfg.typos, np.random.default_rng([cfg.seed, i, 7]))
+            # seeded by the item's position in the evaluation order (so --start keeps the same typos)
+            t = P.add_typos(t, cfg.typos, np.random.default_rng([cfg.seed, cfg.start + i, 7]))
         texts.append(t)
     return texts, np.array([e.label for e in items]), [e.source for e in items]
 
 
-def retrieval_similarities(task: TaskData, texts: Sequence[str], cfg: RunConfig, usable: np.ndarray):
+def retrieval_similarities(task: TaskData, texts: Sequence[str], cfg: LLMCheckConfig, usable: np.ndarray):
     """Candidates (a seeded subsample of ``retrieval_pool`` of the ``usable`` pool rows) and cosine
     similarities ``[N, M]`` of MiniLM embeddings, for ``selection="retrieved"``."""
-    from llm_check.sentence_encoder import encode, load_minilm
-
     m = min(cfg.retrieval_pool, len(usable))
     cand = np.sort(usable[np.random.default_rng([cfg.seed, 99]).choice(len(usable), size=m, replace=False)])
     enc = load_minilm()
@@ -139,7 +92,20 @@ def retrieval_similarities(task: TaskData, texts: Sequence[str], cfg: RunConfig,
     return cand, et @ ec.T
 
 
-def build_all(task: TaskData, tokenizer, cfg: RunConfig, max_tokens: int) -> tuple[list[P.Prompt], np.ndarray, list[str]]:
+def demo_order(idx: np.ndarray, order: str, rng: np.random.Generator) -> np.ndarray:
+    """The selected demonstrations ``idx[n]`` in prompt order: as selected, reversed, or shuffled by ``rng``."""
+    if order == "as-selected":
+        return idx
+    if order == "reversed":
+        return idx[::-1]
+    if order == "shuffled":
+        return rng.permutation(idx)
+    raise PromptError(f"demonstration order {order!r}; expected as-selected, reversed or shuffled")
+
+
+def build_all(task: TaskData, tokenizer, cfg: LLMCheckConfig, max_tokens: int):
+    """Prompts, gold labels ``[N]``, sources and, for retrieved selection, each demonstration's cosine
+    similarity to x_test ``[N, n]`` (None otherwise). The order rng is independent of the selection rng."""
     texts, gold, sources = test_texts(task, cfg)
     # Demonstrations come from the non-empty pool rows only (tweet_eval hate has 7 empty tweets).
     usable = np.array([j for j, e in enumerate(task.pool) if e.text.strip()], dtype=np.int64)
@@ -150,21 +116,27 @@ def build_all(task: TaskData, tokenizer, cfg: RunConfig, max_tokens: int) -> tup
     cand = sims = None
     if cfg.selection == "retrieved":
         cand, sims = retrieval_similarities(task, texts, cfg, usable)
-    words = cfg.label_words or task.label_words
-    out = []
+    words = task.label_words
+    out, demo_sims = [], []
     for i, x in enumerate(texts):
-        rng = P.item_rng(cfg.seed, i)
+        rng = P.item_rng(cfg.seed, cfg.start + i)
         if cfg.selection == "retrieved":
             idx = P.select_demonstrations(pool_labels, cfg.n, rng, cfg.selection, similarity=sims[i], candidates=cand)
         else:
             idx = usable[P.select_demonstrations(pool_labels[usable], cfg.n, rng, cfg.selection)]
+        idx = demo_order(idx, cfg.order, np.random.default_rng([cfg.seed, cfg.start + i, 11]))
+        if sims is not None:
+            pos = {int(c): k for k, c in enumerate(cand)}
+            demo_sims.append(sims[i][[pos[int(j)] for j in idx]])
         demos = [(task.pool[j].text, words[task.pool[j].label]) for j in idx]
         out.append(P.build_prompt(tokenizer, demos, x, pool_labels[idx], idx, cfg.fmt, max_tokens, cfg.shorten))
-    return out, gold, sources
+    return out, gold, sources, (np.stack(demo_sims) if sims is not None else None)
 
 
-def prompt_record(i: int, p: P.Prompt, gold: int, source: str) -> dict:
-    return {"index": i, "source": source, "gold": int(gold), "text": p.text, "ids": p.ids.tolist(),
+def prompt_record(i: int, p: P.Prompt, gold: int, source: str, demo_similarity=None) -> dict:
+    """One line of prompts.jsonl (``demo_similarity[n]``: retrieved runs' cosine of each demonstration)."""
+    extra = {} if demo_similarity is None else {"demo_similarity": [float(v) for v in demo_similarity]}
+    return extra | {"index": i, "source": source, "gold": int(gold), "text": p.text, "ids": p.ids.tolist(),
             "x_spans": p.x_spans.tolist(), "y_spans": p.y_spans.tolist(), "block_spans": p.block_spans.tolist(),
             "test_span": p.test_span.tolist(), "query_pos": int(p.query_pos),
             "demo_indices": p.demo_indices.tolist(), "demo_labels": p.demo_labels.tolist(),
@@ -196,23 +168,18 @@ def make_batches(lengths: np.ndarray, batch_size: int, first: Sequence[int] = ()
 # ----------------------------------------------------------------------------------------------
 # The ICL pass.
 
-def icl_pass(lm, prompts: list[P.Prompt], label_ids: Sequence[int], cfg: RunConfig, run_dir: str,
+def icl_pass(lm, prompts: list[P.Prompt], label_ids: Sequence[int], cfg: LLMCheckConfig, rf: RunFolder,
              probe_set: Sequence[int] = (), quiet: bool = False):
-    """Run every prompt once; save chunks; return probe features for ``probe_set`` items
-    ``{item: (keys[L, H, n, 5, hd], values[L, H, n, 5, hd])}`` (only computed for chunks run now).
+    """Run every prompt once; save ``chunks/chunk_XXXXX.npz``; return probe features for ``probe_set``
+    items ``{item: (keys[L, H, n, 5, hd], values[L, H, n, 5, hd])}`` (only for chunks run now).
 
-    Probe features are not stored: while ``probes.json`` is missing, the chunks holding probe
-    items (the leading batches) are rerun even if saved; every other saved chunk is reused."""
-    from tqdm import tqdm
-
-    from llm_check.models import forward, pad_batch
-
-    cdir = os.path.join(run_dir, "chunks")
-    os.makedirs(cdir, exist_ok=True)
+    A chunk is reused when it is intact (its checksum matches, ``rf.is_done``) and holds the same
+    items; a missing or corrupted chunk is recomputed. Probe features are not stored: while
+    ``probes.json`` is missing, the chunks holding probe items (the leading batches) are rerun."""
     lengths = np.array([len(p.ids) for p in prompts])
     batches = make_batches(lengths, cfg.batch_size, probe_set)
     probe_set = set(int(i) for i in probe_set)
-    need_feats = bool(probe_set) and not os.path.exists(os.path.join(run_dir, "probes.json"))
+    need_feats = bool(probe_set) and not rf.is_done("probes.json")
     H = lm.config.num_attention_heads
     rep = H // lm.config.num_key_value_heads
     label_ids = np.asarray(label_ids)
@@ -220,17 +187,16 @@ def icl_pass(lm, prompts: list[P.Prompt], label_ids: Sequence[int], cfg: RunConf
     timings = []
     bar = tqdm(total=len(prompts), desc=f"ICL {cfg.task}", unit="pt", disable=quiet)
     for b, items in enumerate(batches):
-        path = os.path.join(cdir, f"chunk_{b:05d}.npz")
+        rel = f"chunks/chunk_{b:05d}.npz"
         want_kv = any(int(i) in probe_set for i in items)
-        if os.path.exists(path) and not (want_kv and need_feats):
-            with np.load(path) as z:
-                if np.array_equal(z["items"], items):
-                    bar.update(len(items))
-                    continue
-        ids, mask, last = pad_batch([prompts[i].ids for i in items], multiple=cfg.bucket, min_batch=cfg.batch_size)
+        if rf.is_done(rel) and not (want_kv and need_feats):
+            if np.array_equal(rf.load_npz(rel)["items"], items):
+                bar.update(len(items))
+                continue
+        ids, mask, last = pad_batch([prompts[i].ids for i in items], multiple=BUCKET, min_batch=cfg.batch_size)
         t0 = time.perf_counter()
-        out = forward(lm.model, ids, mask, last, capture_kv_all=want_kv)
-        pat = np.asarray(out.patterns[:, :, :, 0, :])  # [L, B, H, S]
+        out = forward(lm.model, ids, mask, last, capture=CAPTURE_PROBES if want_kv else CAPTURE_ICL)
+        pat = np.asarray(out.hook_pattern[:, :, :, 0, :])  # [L, B, H, S]
         logits = np.asarray(out.logits[:, 0, :])  # [B, V]
         timings.append((len(items), time.perf_counter() - t0))
         nb = len(items)
@@ -238,12 +204,12 @@ def icl_pass(lm, prompts: list[P.Prompt], label_ids: Sequence[int], cfg: RunConf
         for r, i in enumerate(items):
             rows[r, :, :, :lengths[i]] = pat[:, r, :, :lengths[i]]
         if want_kv:
-            k_all, v_all = np.asarray(out.k_all), np.asarray(out.v_all)  # [L, B, KVH, S, hd]
+            k_all, v_all = np.asarray(out.hook_k), np.asarray(out.hook_v)  # [L, B, KVH, S, hd]
             for r, i in enumerate(items):
                 if int(i) in probe_set:
                     feats[int(i)] = probe_features(pat[:, r], k_all[:, r], v_all[:, r], prompts[i], rep)
-        write_npz(path, items=np.asarray(items), rows=rows, lengths=lengths[items],
-                  label_logits=logits[:nb][:, label_ids], top_token=np.argmax(logits[:nb], axis=-1))
+        rf.savez(rel, items=np.asarray(items), rows=rows, lengths=lengths[items],
+                 label_logits=logits[:nb][:, label_ids], top_token=np.argmax(logits[:nb], axis=-1))
         bar.update(nb)
     bar.close()
     return feats, timings
@@ -272,45 +238,44 @@ def probe_features(rows: np.ndarray, k_all: np.ndarray, v_all: np.ndarray, p: P.
     return keys, vals
 
 
-def load_chunks(run_dir: str, n_items: int):
-    """Rows per item (list of ``[L, H, S_i]``), label logits ``[N, C]``, top tokens ``[N]``."""
-    cdir = os.path.join(run_dir, "chunks")
+def load_chunks(rf: RunFolder, n_items: int):
+    """Rows per item (list of ``[L, H, S_i]``), label logits ``[N, C]``, top tokens ``[N]``.
+
+    A corrupted chunk is a one-line :class:`~icl_kernel.runfolder.RunFolderError` naming the file
+    (rerunning the run recomputes it)."""
+    cdir = rf.path / "chunks"
+    names = sorted(f.name for f in cdir.iterdir() if f.name.endswith(".npz")) if cdir.is_dir() else []
     rows = [None] * n_items
     logits = top = None
-    for f in sorted(os.listdir(cdir)):
-        if not f.endswith(".npz"):
-            continue
-        with np.load(os.path.join(cdir, f)) as z:
-            items, r, lens = z["items"], z["rows"], z["lengths"]
-            if logits is None:
-                logits = np.zeros((n_items, z["label_logits"].shape[1]), np.float32)
-                top = np.zeros(n_items, np.int64)
-            for k, i in enumerate(items):
-                if i < n_items:
-                    rows[i] = r[k, :, :, :lens[k]]
-            ok = items < n_items
-            logits[items[ok]] = z["label_logits"][ok]
-            top[items[ok]] = z["top_token"][ok]
+    for f in names:
+        z = rf.load_npz(f"chunks/{f}")
+        items, r, lens = z["items"], z["rows"], z["lengths"]
+        if logits is None:
+            logits = np.zeros((n_items, z["label_logits"].shape[1]), np.float32)
+            top = np.zeros(n_items, np.int64)
+        for k, i in enumerate(items):
+            if i < n_items:
+                rows[i] = r[k, :, :, :lens[k]]
+        ok = items < n_items
+        logits[items[ok]] = z["label_logits"][ok]
+        top[items[ok]] = z["top_token"][ok]
     missing = [i for i, r in enumerate(rows) if r is None]
     if missing:
-        raise PromptError(f"{len(missing)} test points have no saved attention (first: {missing[0]}); rerun to resume")
+        raise PromptError(f"{len(missing)} test points of {rf.path} have no saved attention (first: {missing[0]}); "
+                          "rerun the same command to resume")
     return rows, logits, top
 
 
 # ----------------------------------------------------------------------------------------------
 # Each text alone: P(o|x), mean-pooled hidden states.
 
-def singles_pass(lm, texts: Sequence[str], cfg: RunConfig, quiet: bool = False, batch_size: int = 64):
+def singles_pass(lm, texts: Sequence[str], cfg: LLMCheckConfig, quiet: bool = False, batch_size: int = 64):
     """For each distinct text run alone: full next-token distribution ``P[N, V]`` (float32), its
-    argmax, and the mean over x's tokens of the final hidden states ``[N, D]``.
+    argmax ``[N]``, the mean over x's tokens of the final (normalised) hidden states ``[N, D]``, and
+    the mean over x's tokens of the residual stream after every layer ``[N, L, D]``.
 
     ``sim_context="template"`` runs ``Input: x Output:`` (P is the distribution over the answer
     slot); ``"raw"`` runs x alone (P is the next token after x)."""
-    import jax
-    from tqdm import tqdm
-
-    from llm_check.models import forward, pad_batch
-
     tok = lm.tokenizer
     seqs, spans = [], []
     for t in texts:
@@ -323,22 +288,26 @@ def singles_pass(lm, texts: Sequence[str], cfg: RunConfig, quiet: bool = False, 
             seqs.append(ids)
             spans.append((0, len(ids)))
     lengths = np.array([len(s) for s in seqs])
-    V = lm.config.vocab_size
+    V, D, L = lm.config.vocab_size, lm.config.hidden_size, lm.config.num_hidden_layers
     probs = np.zeros((len(texts), V), np.float32)
-    hid = np.zeros((len(texts), lm.config.hidden_size), np.float32)
+    hid = np.zeros((len(texts), D), np.float32)
+    layers = np.zeros((len(texts), L, D), np.float32)
     bar = tqdm(total=len(texts), desc="texts alone", unit="text", disable=quiet)
     for items in make_batches(lengths, batch_size):
         ids, mask, last = pad_batch([seqs[i] for i in items], multiple=16, min_batch=batch_size)
-        out = forward(lm.model, ids, mask, last, return_hidden=True)
-        pr = np.asarray(jax.nn.softmax(out.logits[:, 0, :].astype(np.float32), axis=-1))
-        h = np.asarray(out.hidden)
+        out = forward(lm.model, ids, mask, last, capture=CAPTURE_SINGLES)
+        span = np.zeros(ids.shape, np.float32)
         for r, i in enumerate(items):
-            probs[i] = pr[r]
             a, b = spans[i]
-            hid[i] = h[r, a:b].mean(0)
+            span[r, a:b] = 1.0 / (b - a)
+        pr = np.asarray(jax.nn.softmax(out.logits[:, 0, :].astype(jnp.float32), axis=-1))
+        h = np.asarray(jnp.einsum("bs,bsd->bd", span, out.hook_normalized.astype(jnp.float32)))
+        hl = np.asarray(jnp.einsum("bs,lbsd->bld", span, out.hook_resid_post.astype(jnp.float32)))
+        for r, i in enumerate(items):
+            probs[i], hid[i], layers[i] = pr[r], h[r], hl[r]
         bar.update(len(items))
     bar.close()
-    return probs, probs.argmax(-1), hid
+    return probs, probs.argmax(-1), hid, layers
 
 
 def fit_probes(feats: dict, prompts: list[P.Prompt], top_demo: dict, lam: float = 0.01,

@@ -2,17 +2,22 @@
 
 All of it is recomputed from the run folder (``prompts.jsonl``, ``chunks/``, ``singles.npz``,
 ``probes.json``), so the report can be rebuilt without the model (``llm-check --analyze-only``).
+Every file is read and written through :class:`icl_kernel.runfolder.RunFolder` (checksums: a
+corrupted file is a one-line error naming it).
 """
 from __future__ import annotations
 
+import io
 import json
-import os
+from pathlib import Path
 
 import numpy as np
 
+from icl_kernel.runfolder import RunFolder, RunFolderError, atomic_write_bytes, open_existing
 from llm_check import analysis as A
-from llm_check.icl import load_chunks, prompt_from_record, write_atomic, write_json
-
+from llm_check import figures
+from llm_check.config import config_from_dict
+from llm_check.icl import load_chunks, prompt_from_record
 # (name, weight mode, span, drop sink). The first is the paper's.
 VARIANTS = [
     ("max over [x_i, y_i] (paper)", "max", "xy", False),
@@ -35,46 +40,154 @@ PAPER_TABLE2 = {
 }
 
 
-def load_run(run_dir: str):
-    cfg = json.load(open(os.path.join(run_dir, "config.json")))
-    recs = [json.loads(s) for s in open(os.path.join(run_dir, "prompts.jsonl"), encoding="utf-8") if s.strip()]
+def json_line(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False) + "\n"
+
+
+def read_records(rf: RunFolder) -> list[dict]:
+    text = rf.read_bytes("prompts.jsonl").decode("utf-8", errors="replace")
+    try:
+        return [json.loads(s) for s in text.splitlines() if s.strip()]
+    except ValueError as exc:
+        raise RunFolderError(f"{rf.path / 'prompts.jsonl'} is not valid JSON lines ({exc}); "
+                             "delete the run folder's prompts.jsonl and rerun the command") from None
+
+
+def load_run(rf: RunFolder):
+    """(config, run_info, prompts [N], records [N], gold [N], rows [N][L, H, S_i], label logits [N, C], top [N])."""
+    cfg = config_from_dict(rf.config())
+    info = rf.read_json("run_info.json")
+    recs = read_records(rf)
     prompts = [prompt_from_record(r) for r in recs]
     gold = np.array([r["gold"] for r in recs])
-    rows, logits, top = load_chunks(run_dir, len(prompts))
-    return cfg, prompts, gold, rows, logits, top
+    rows, logits, top = load_chunks(rf, len(prompts))
+    return cfg, info, prompts, recs, gold, rows, logits, top
 
 
-def compute(run_dir: str) -> dict:
+def first_label_token(y_spans: np.ndarray) -> np.ndarray:
+    """Label spans cut to their first token: the kernel weight's span [x_i, y_i] then holds the
+    same number of label tokens for every class (fair when label words have different lengths)."""
+    y = np.asarray(y_spans).copy()
+    y[:, 1] = y[:, 0] + 1
+    return y
+
+
+def paper_weights(rows_i: np.ndarray, p) -> np.ndarray:
+    """The paper's a_i (max attention over x_i's first token to y_i's first token), ``[L, H, n]``."""
+    return A.kernel_weights(rows_i, p.x_spans, first_label_token(p.y_spans), p.block_spans, "max", "xy")
+
+
+def _npy_bytes(a) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def _csv_bytes(a) -> bytes:
+    buf = io.StringIO()
+    np.savetxt(buf, a, delimiter=",", fmt="%.5f")
+    return buf.getvalue().encode()
+
+
+def _fig(rf: RunFolder, rel: str, fn, *args) -> None:
+    with rf.atomic_path(rel) as tmp:
+        fn(str(tmp), *args)
+
+
+def position_baselines(weights: np.ndarray, demo_labels: np.ndarray, yhat: np.ndarray, gold: np.ndarray,
+                       sel: np.ndarray, held: np.ndarray, choice, C: int) -> dict:
+    """Last-demonstration label, position-only vote (profile from the selection items), majority,
+    constant; the chosen head against its position-only vote (McNemar, held out); and per head the
+    number of heads whose held-out agreement beats their own position-only vote with p < 0.05."""
+    profile = A.position_profile(weights[sel])                         # [L, H, n]
+    pv = A.position_vote(profile, demo_labels, C)                      # [N, L, H]
+    recon = np.argmax(np.einsum("nlhi,nic->nlhc", weights, np.eye(C)[demo_labels]), axis=-1)   # [N, L, H]
+    last = A.last_label(demo_labels)
+    maj = A.majority_label(demo_labels, C)
+    l, h = choice.layer, choice.head
+    hv = A.head_vs_position(recon[held, l, h], pv[held, l, h], yhat[held])
+    L, H = profile.shape[:2]
+    kernel_like = [[A.head_vs_position(recon[held, a, b], pv[held, a, b], yhat[held]).kernel_like for b in range(H)]
+                   for a in range(L)]
+    const = int(np.bincount(yhat[held], minlength=C).argmax())
+    return {
+        "last_label_agreement_heldout": A.follow_rate(yhat[held], last[held]),
+        "last_label_accuracy_heldout": A.follow_rate(gold[held], last[held]),
+        "position_vote_agreement_heldout": hv.position_agreement,
+        "position_vote_accuracy_heldout": A.follow_rate(gold[held], pv[held, l, h]),
+        "position_profile_chosen_head": profile[l, h].tolist(),
+        "majority_vote_agreement_heldout": A.follow_rate(yhat[held], maj[held]),
+        "majority_vote_accuracy_heldout": A.follow_rate(gold[held], maj[held]),
+        "constant_agreement_heldout": A.follow_rate(yhat[held], np.full(len(held), const)),
+        "head_vs_position": {"head_agreement": hv.head_agreement, "position_agreement": hv.position_agreement,
+                             "only_head_agrees": hv.only_head, "only_position_agrees": hv.only_position,
+                             "mcnemar_p": hv.p_value, "kernel_like": hv.kernel_like},
+        "kernel_like_heads": int(np.sum(kernel_like)),
+        "kernel_like_heads_at": [[a, b] for a in range(L) for b in range(H) if kernel_like[a][b]],
+        "heads": int(L * H),
+    }
+
+
+def similarity_without_position(wp: np.ndarray, s: dict, choice) -> tuple[dict, dict]:
+    """Per similarity kernel: head maps of r before/after removing position and summary numbers."""
+    et = s["minilm_test"] / np.linalg.norm(s["minilm_test"], axis=-1, keepdims=True)
+    ed = s["minilm_demo"] / np.linalg.norm(s["minilm_demo"], axis=-1, keepdims=True)
+    sims = {"Eq. 9 output-distribution similarity": s["sim"],
+            "MiniLM cosine": np.einsum("nd,nid->ni", et, ed)}
+    if "lm_layer_cos" in s:
+        sims["LM hidden-state cosine at the head's layer"] = s["lm_layer_cos"]
+    maps, out = {}, {}
+    for name, sim in sims.items():
+        pc = A.position_controlled_corr(wp, sim)
+        maps[name] = (pc.r_raw, pc.r_within)
+        absw = np.abs(pc.r_within)
+        out[name] = {"max_abs_r_raw": float(np.nanmax(np.abs(pc.r_raw))),
+                     "max_abs_r_within": float(np.nanmax(absw)),
+                     "max_abs_r_within_at": [int(v) for v in np.unravel_index(np.nanargmax(absw), absw.shape)],
+                     "r_raw_chosen_head": float(pc.r_raw[choice.layer, choice.head]),
+                     "r_within_chosen_head": float(pc.r_within[choice.layer, choice.head]),
+                     "p_within_chosen_head": float(pc.p_within[choice.layer, choice.head]),
+                     "heads_p_below_0.01": int(np.nansum(pc.p_within < 0.01)),
+                     "r_raw": pc.r_raw.tolist(), "r_within": pc.r_within.tolist()}
+    return maps, out
+
+
+def compute(rf: RunFolder) -> dict:
     """All numbers of the run; also writes the per-head CSVs, figures, tables and report."""
-    cfg, prompts, gold, rows, logits, top = load_run(run_dir)
-    C = len(cfg["label_words"])
+    cfg, info, prompts, recs, gold, rows, logits, top = load_run(rf)
+    C = len(info["label_words"])
     N = len(prompts)
     yhat = logits.argmax(1)
-    in_label_space = np.isin(top, cfg["label_ids"])
-    sel, held = A.selection_split(N, cfg["n_select"], cfg["n_heldout"])
+    in_label_space = np.isin(top, info["label_ids"])
+    sel, held = A.selection_split(N, cfg.n_select, cfg.n_heldout)
     L, H = rows[0].shape[:2]
+    n = cfg.n
+    full = [i for i, p in enumerate(prompts) if len(p.demo_labels) == n]
+    if len(full) < N:
+        raise RunFolderError(f"{N - len(full)} prompts of {rf.path} lost demonstrations (--shorten); the "
+                             "position-aware analysis needs all n demonstrations in every prompt")
+    demo_labels = np.stack([p.demo_labels for p in prompts])          # [N, n]
 
     recon = {}
-    weights_paper = []
     for name, mode, span, sink in VARIANTS:
         rc = np.zeros((N, L, H), np.int64)
         for i, p in enumerate(prompts):
-            w = A.kernel_weights(rows[i], p.x_spans, p.y_spans, p.block_spans, mode, span, sink)
-            if mode == "max" and span == "xy" and not sink:
-                weights_paper.append(w)
+            w = A.kernel_weights(rows[i], p.x_spans, first_label_token(p.y_spans), p.block_spans, mode, span, sink)
             rc[i] = A.reconstruct(w, p.demo_labels, C)
         recon[name] = rc
+    weights = np.stack([paper_weights(rows[i], p) for i, p in enumerate(prompts)])   # [N, L, H, n]
     paper = VARIANTS[0][0]
     agree_all = A.head_accuracy(recon[paper], yhat)
     acc_all = A.head_accuracy(recon[paper], gold)
     agree_sel = A.head_accuracy(recon[paper][sel], yhat[sel])
+    agree_held = A.head_accuracy(recon[paper][held], yhat[held])
     choice = A.select_head(agree_sel)
     rc_h = recon[paper][held][:, choice.layer, choice.head]
-    vote = np.array([np.argmax(np.bincount(p.demo_labels, minlength=C)) if len(p.demo_labels) else 0 for p in prompts])
 
     res = {
-        "task": cfg["task"], "n": cfg["n"], "n_items": N, "n_select": len(sel), "n_heldout": len(held),
-        "label_words": cfg["label_words"], "selection": cfg["selection"], "typos": cfg["typos"],
+        "task": info["task"], "n": n, "n_items": N, "n_select": len(sel), "n_heldout": len(held),
+        "start": cfg.start, "label_words": info["label_words"], "selection": cfg.selection, "order": cfg.order,
+        "typos": cfg.typos, "seed": cfg.seed,
         "icl_accuracy_all": float(np.mean(yhat == gold)),
         "icl_accuracy_heldout": float(np.mean(yhat[held] == gold[held])),
         "icl_accuracy_heldout_ci": A.bootstrap_ci(yhat[held] == gold[held]),
@@ -88,12 +201,15 @@ def compute(run_dir: str) -> dict:
         "best_head_agreement_all_at": [int(v) for v in np.unravel_index(np.argmax(agree_all), agree_all.shape)],
         "best_head_accuracy_all": float(acc_all.max()),
         "best_head_accuracy_all_at": [int(v) for v in np.unravel_index(np.argmax(acc_all), acc_all.shape)],
-        "majority_vote_accuracy_heldout": float(np.mean(vote[held] == gold[held])),
-        "majority_vote_agreement_heldout": float(np.mean(vote[held] == yhat[held])),
-        # Agreement a constant predictor reaches: the share of ŷ's most frequent class.
-        "constant_agreement_heldout": float(np.bincount(yhat[held], minlength=C).max() / max(1, len(held))),
-        "timings": cfg.get("timings", {}),
+        "last_label_agreement_all": A.follow_rate(yhat, A.last_label(demo_labels)),
+        "timings": info.get("timings", {}),
     }
+    res.update(position_baselines(weights, demo_labels, yhat, gold, sel, held, choice, C))
+    if all("demo_similarity" in r for r in recs):
+        dsim = np.array([r["demo_similarity"] for r in recs])
+        nearest = demo_labels[np.arange(N), np.argmax(dsim, axis=1)]
+        res["nearest_label_agreement_all"] = A.follow_rate(yhat, nearest)
+        res["nearest_is_last_fraction"] = float(np.mean(np.argmax(dsim, axis=1) == n - 1))
     variants = []
     for name, *_ in VARIANTS:
         ag_sel = A.head_accuracy(recon[name][sel], yhat[sel])
@@ -105,92 +221,112 @@ def compute(run_dir: str) -> dict:
                          "best_agreement_all": float(A.head_accuracy(recon[name], yhat).max())})
     res["variants"] = variants
 
-    sdir = os.path.join(run_dir, "singles.npz")
+    title = f"{cfg.model} on {info['task']}, n={n}"
     corr = None
-    if os.path.exists(sdir):
-        with np.load(sdir) as z:
-            s = {k: z[k] for k in z.files}
+    if rf.is_done("singles.npz") or rf.exists("singles.npz"):
+        s = rf.load_npz("singles.npz")
         items = s["items"]
-        wp = np.stack([weights_paper[i] for i in items])  # [Nh, L, H, n]
+        wp = weights[items]                                  # [Nh, L, H, n]
         corr = A.pearson_per_head(wp, s["sim"])
         res["sim_corr_max"] = float(np.nanmax(corr))
         res["sim_corr_max_at"] = [int(v) for v in np.unravel_index(np.nanargmax(corr), corr.shape)]
         res["sim_corr_at_chosen_head"] = float(corr[choice.layer, choice.head])
-        dl = np.stack([prompts[i].demo_labels for i in items])
+        dl = demo_labels[items]
         g = gold[items]
-        kr_m = A.kernel_regression(s["minilm_test"], s["minilm_demo"], dl, C, cfg["tau"])
-        kr_h = A.kernel_regression(s["lmh_test"], s["lmh_demo"], dl, C, cfg["tau"])
+        kr_m = A.kernel_regression(s["minilm_test"], s["minilm_demo"], dl, C, cfg.tau)
+        kr_h = A.kernel_regression(s["lmh_test"], s["lmh_demo"], dl, C, cfg.tau)
         res["kr_minilm_accuracy"] = float(np.mean(kr_m == g))
         res["kr_lm_hidden_accuracy"] = float(np.mean(kr_h == g))
         res["kr_items"] = int(len(items))
-        np.savetxt(os.path.join(run_dir, "fig4_sim_corr.csv"), corr, delimiter=",", fmt="%.5f")
+        maps, res["similarity_without_position"] = similarity_without_position(wp, s, choice)
+        rf.write_bytes("fig4_sim_corr.csv", _csv_bytes(corr))
+        _fig(rf, "fig_position_removed.png", figures.position_maps, maps, title + f" ({len(items)} held-out prompts)",
+             (choice.layer, choice.head))
     probes = None
-    ppath = os.path.join(run_dir, "probes.json")
-    if os.path.exists(ppath):
-        probes = json.load(open(ppath))
-        res["probe_best"] = {k: {"accuracy": float(np.max(v)), "offset": cfg["probe_offsets"][
+    if rf.exists("probes.json"):
+        probes = rf.read_json("probes.json")
+        res["probe_best"] = {k: {"accuracy": float(np.max(v)), "offset": info["probe_offsets"][
             int(np.unravel_index(np.argmax(v), np.shape(v))[2])]} for k, v in probes["accuracy"].items()}
-    np.savetxt(os.path.join(run_dir, "fig3_agreement.csv"), agree_all, delimiter=",", fmt="%.5f")
-    np.savetxt(os.path.join(run_dir, "fig3_accuracy.csv"), acc_all, delimiter=",", fmt="%.5f")
+    rf.write_bytes("fig3_agreement.csv", _csv_bytes(agree_all))
+    rf.write_bytes("fig3_accuracy.csv", _csv_bytes(acc_all))
+    rf.write_bytes("fig3_agreement_heldout.csv", _csv_bytes(agree_held))
 
     # Fig. 2 data: aligned map averaged over items whose layout has the modal length.
-    maps, codes_list = [], []
+    maps2, codes_list = [], []
     for i, p in enumerate(prompts):
         m, c = A.aligned_map(rows[i], p.x_spans, p.y_spans, p.test_span, p.query_pos, 30)
-        maps.append(m.mean(1))  # average over heads -> [L, T]
+        maps2.append(m.mean(1))  # average over heads -> [L, T]
         codes_list.append(c)
-    lens = np.array([m.shape[-1] for m in maps])
+    lens = np.array([m.shape[-1] for m in maps2])
     modal = int(np.bincount(lens).argmax())
     keep = [i for i in range(N) if lens[i] == modal]
-    avg = np.mean([maps[i] for i in keep], axis=0)
+    avg = np.mean([maps2[i] for i in keep], axis=0)
     codes = codes_list[keep[0]]
     res["fig2_items"] = len(keep)
-    np.save(os.path.join(run_dir, "fig2_map.npy"), avg)
+    rf.write_bytes("fig2_map.npy", _npy_bytes(avg))
 
-    from llm_check import figures
-    title = f"{cfg['model']} on {cfg['task']}, n={cfg['n']}"
-    figures.fig2(os.path.join(run_dir, "fig2_attention_map.png"), avg, codes, title + f" ({len(keep)} prompts)")
-    figures.fig3(os.path.join(run_dir, "fig3_reconstruction.png"), agree_all, acc_all, title + f" ({N} prompts)",
-                 (choice.layer, choice.head))
+    _fig(rf, "fig2_attention_map.png", figures.fig2, avg, codes, title + f" ({len(keep)} prompts)")
+    _fig(rf, "fig3_reconstruction.png", figures.fig3, agree_all, acc_all, title + f" ({N} prompts)",
+         (choice.layer, choice.head))
     if corr is not None:
-        figures.fig4(os.path.join(run_dir, "fig4_similarity.png"), corr, title + f" ({res['kr_items']} prompts)")
+        _fig(rf, "fig4_similarity.png", figures.fig4, corr, title + f" ({res['kr_items']} prompts)")
     if probes is not None:
-        figures.fig5(os.path.join(run_dir, "fig5_probes.png"), probes, cfg["probe_offsets"],
-                     title + f" ({probes['n_items']} prompts)")
-    write_json(os.path.join(run_dir, "results.json"), res)
-    write_atomic(os.path.join(run_dir, "report.md"), markdown(res, cfg).encode())
+        _fig(rf, "fig5_probes.png", figures.fig5, probes, info["probe_offsets"], title + f" ({probes['n_items']} prompts)")
+    rf.write_json("results.json", res)
+    rf.write_text("report.md", markdown(res, cfg, info))
     return res
 
 
 def table2_rows(res: dict) -> list[tuple[str, str]]:
     f = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
     ch = res["chosen_head"]
+    hv = res.get("head_vs_position", {})
     return [
         ("ICL accuracy (held out)", f(res["icl_accuracy_heldout"])),
         ("ICL output reconstruction (agreement ỹ vs ŷ, held out)", f(res["reconstruction_agreement_heldout"])),
         ("Reconstructed performance (ỹ vs gold, held out)", f(res["reconstructed_accuracy_heldout"])),
         ("all-MiniLM-L6-v2 KR", f(res.get("kr_minilm_accuracy"))),
         ("LM mean-pooled hidden KR", f(res.get("kr_lm_hidden_accuracy"))),
-        ("majority label of the demonstrations", f(res["majority_vote_accuracy_heldout"])),
+        ("agreement of the last demonstration's label with ŷ", f(res.get("last_label_agreement_heldout"))),
+        ("agreement of the chosen head's position-only vote with ŷ", f(res.get("position_vote_agreement_heldout"))),
+        ("McNemar p, chosen head vs its position-only vote", f(hv.get("mcnemar_p"))),
         ("agreement of majority-of-demos with ŷ", f(res["majority_vote_agreement_heldout"])),
         ("agreement of a constant (ŷ's most frequent class) with ŷ", f(res.get("constant_agreement_heldout"))),
+        ("majority label of the demonstrations (accuracy)", f(res["majority_vote_accuracy_heldout"])),
         ("chosen head (layer, head), 0-based", f"L{ch['layer']} H{ch['head']}"),
     ]
 
 
-def markdown(res: dict, cfg: dict) -> str:
-    lines = [f"# llm-check: {cfg['model']} on {cfg['task']}", "",
-             f"{res['n_items']} test points, n = {cfg['n']} demonstrations ({cfg['selection']}), seed {cfg['seed']}, "
-             f"label words {cfg['label_words']}, typo rate {cfg['typos']}. Split: {cfg.get('split_note', '')}.",
+def markdown(res: dict, cfg, info: dict) -> str:
+    lines = [f"# llm-check: {cfg.model} on {res['task']}", "",
+             f"{res['n_items']} test points (from item {cfg.start} of the evaluation order), n = {cfg.n} "
+             f"demonstrations ({cfg.selection}, order {cfg.order}), seed {cfg.seed}, label words "
+             f"{res['label_words']}, typo rate {cfg.typos}. Split: {info.get('split_note', '')}.",
              f"Head chosen on {res['n_select']} items by agreement ỹ vs ŷ; numbers below on the other "
-             f"{res['n_heldout']} (held out).", ""]
-    if cfg.get("label_warnings"):
-        lines += ["Label words: " + "; ".join(cfg["label_warnings"]), ""]
-    lines += ["## Table 2 analogue", "", "| quantity | ours | paper (GPT-J-6B) |", "|---|---|---|"]
-    pp = PAPER_TABLE2.get(cfg["task"])
-    paper_vals = (list(pp) if pp else [None] * 4) + [None] * 5
-    for (k, v), pv in zip(table2_rows(res), paper_vals):
+             f"{res['n_heldout']} (held out). Kernel weight a_i = max attention from x_i's first token to "
+             "y_i's first token (the first token only, so classes whose label word has more tokens get no "
+             "extra chances).", ""]
+    if info.get("label_warnings"):
+        lines += ["Label words: " + "; ".join(info["label_warnings"]), ""]
+    lines += ["## Table 2 analogue, with position-aware baselines", "", "| quantity | ours | paper (GPT-J-6B) |",
+              "|---|---|---|"]
+    pp = PAPER_TABLE2.get(res["task"])
+    rows = table2_rows(res)
+    paper_vals = (list(pp) if pp else [None] * 4) + [None] * (len(rows) - 4)
+    for (k, v), pv in zip(rows, paper_vals):
         lines.append(f"| {k} | {v} | {'—' if pv is None else f'{pv:.3f}'} |")
+    hv = res["head_vs_position"]
+    lines += ["", f"Chosen head vs its position-only vote on the held-out items: the head alone agrees with ŷ on "
+              f"{hv['only_head_agrees']} items, the vote alone on {hv['only_position_agrees']} (exact McNemar "
+              f"p = {hv['mcnemar_p']:.3g}); kernel-like (beats the vote with p < 0.05): "
+              f"**{'yes' if hv['kernel_like'] else 'no'}**. Heads kernel-like by this test: "
+              f"{res['kernel_like_heads']} of {res['heads']}. The chosen head's mean weight per position "
+              f"(1 = first demonstration): " + ", ".join(f"{v:.3f}" for v in res["position_profile_chosen_head"]) + "."]
+    if "nearest_label_agreement_all" in res:
+        lines += ["", f"Retrieved demonstrations: ŷ equals the nearest demonstration's label on "
+                  f"{res['nearest_label_agreement_all']:.3f} of all items and the last one's on "
+                  f"{res['last_label_agreement_all']:.3f}; the nearest sits last in "
+                  f"{res['nearest_is_last_fraction']:.3f} of the prompts."]
     lo, hi = res["icl_accuracy_heldout_ci"]
     lines += ["", f"ICL accuracy on all {res['n_items']} items: {res['icl_accuracy_all']:.3f}; held-out 95% bootstrap "
               f"interval [{lo:.3f}, {hi:.3f}]. Top next token inside the label words: "
@@ -207,7 +343,18 @@ def markdown(res: dict, cfg: dict) -> str:
     if "sim_corr_max" in res:
         lines += ["", f"## Fig. 4: attention vs prediction similarity ({res['kr_items']} held-out prompts)", "",
                   f"Largest per-head Pearson r = {res['sim_corr_max']:.3f} at L{res['sim_corr_max_at'][0]} "
-                  f"H{res['sim_corr_max_at'][1]}; at the chosen head r = {res['sim_corr_at_chosen_head']:.3f}."]
+                  f"H{res['sim_corr_max_at'][1]}; at the chosen head r = {res['sim_corr_at_chosen_head']:.3f}.", "",
+                  "## Attention vs similarity with position removed (fig_position_removed.png)", "",
+                  "r pooled over (held-out prompt, demonstration); 'within' = both sides residualised on position; "
+                  "p = within-position permutation test (200 shuffles of the similarities among prompts at the same "
+                  "position; smallest possible p 0.005; about 1% of the heads fall below 0.01 by chance).", "",
+                  "| similarity | max abs r before | max abs r within position (head) | chosen head r before / within (p) | heads with p < 0.01 |",
+                  "|---|---|---|---|---|"]
+        for name, v in res["similarity_without_position"].items():
+            at = v["max_abs_r_within_at"]
+            lines.append(f"| {name} | {v['max_abs_r_raw']:.3f} | {v['max_abs_r_within']:.3f} (L{at[0]} H{at[1]}) | "
+                         f"{v['r_raw_chosen_head']:.3f} / {v['r_within_chosen_head']:.3f} ({v['p_within_chosen_head']:.3f}) | "
+                         f"{v['heads_p_below_0.01']} of {res['heads']} |")
     if "probe_best" in res:
         lines += ["", "## Fig. 5: ridge probes (λ = 0.01)", ""]
         for k, v in res["probe_best"].items():
@@ -216,75 +363,106 @@ def markdown(res: dict, cfg: dict) -> str:
         t = res["timings"]
         lines += ["", "## Timing", "", ", ".join(f"{k}: {v:.1f}" if isinstance(v, float) else f"{k}: {v}"
                                                for k, v in t.items())]
-    lines += ["", "Figures: fig2_attention_map.png, fig3_reconstruction.png, fig4_similarity.png, fig5_probes.png.", ""]
+    lines += ["", "Figures: fig2_attention_map.png, fig3_reconstruction.png, fig4_similarity.png, fig5_probes.png, "
+              "fig_position_removed.png.", ""]
     return "\n".join(lines)
 
 
-def fixed_head_scores(run_dir: str, layer: int, head: int) -> dict:
-    """Agreement and accuracy of the paper's reconstruction at one given head over all items of a run."""
-    cfg, prompts, gold, rows, logits, top = load_run(run_dir)
-    C = len(cfg["label_words"])
+def fixed_head_scores(rf: RunFolder, layer: int, head: int) -> dict:
+    """The paper's reconstruction at one given head over all items of a run, beside that head's
+    position-only vote (profile from the same items), the last label and the majority vote."""
+    cfg, info, prompts, recs, gold, rows, logits, top = load_run(rf)
+    C = len(info["label_words"])
+    L, H = rows[0].shape[:2]
+    if not (0 <= layer < L and 0 <= head < H):
+        raise RunFolderError(f"--fixed-head {layer},{head} is outside the model of {rf.path} "
+                             f"({L} layers, {H} heads, 0-based)")
     yhat = logits.argmax(1)
-    rc = np.array([A.reconstruct(A.kernel_weights(rows[i][layer, head][None, None], p.x_spans, p.y_spans,
-                                                  p.block_spans, "max", "xy"), p.demo_labels, C)[0, 0]
-                   for i, p in enumerate(prompts)])
+    demo_labels = np.stack([p.demo_labels for p in prompts])
+    w = np.stack([paper_weights(rows[i][layer:layer + 1, head:head + 1], p)[0, 0] for i, p in enumerate(prompts)])
+    rc = np.argmax(np.einsum("ni,nic->nc", w, np.eye(C)[demo_labels]), axis=-1)
+    pv = A.position_vote(A.position_profile(w[:, None, None, :]), demo_labels, C)[:, 0, 0]
+    hv = A.head_vs_position(rc, pv, yhat)
     return {"agreement": float(np.mean(rc == yhat)), "accuracy": float(np.mean(rc == gold)),
-            "icl_accuracy": float(np.mean(yhat == gold)), "n_items": len(prompts)}
+            "icl_accuracy": float(np.mean(yhat == gold)), "n_items": len(prompts),
+            "position_vote_agreement": hv.position_agreement, "mcnemar_p": hv.p_value,
+            "last_label_agreement": A.follow_rate(yhat, A.last_label(demo_labels)),
+            "majority_vote_agreement": A.follow_rate(yhat, A.majority_label(demo_labels, C))}
+
+
+def _png_bytes(fn, *args) -> bytes:
+    buf = io.BytesIO()
+    fn(buf, *args)
+    return buf.getvalue()
 
 
 def summarize(run_dirs: list[str], out_dir: str, fixed_head: tuple[int, int] | None = None,
               prefix: str = "llm", title: str = "Table 2 analogue: SmolLM2-135M-Instruct (held out) vs the paper's GPT-J-6B"
               ) -> str:
-    """Cross-run Markdown tables (ours beside the paper's GPT-J-6B Table 2) and two bar figures.
+    """Cross-run Markdown tables (ours beside the paper's GPT-J-6B Table 2) and a bar figure.
 
     ``fixed_head`` (layer, head): also score every run's reconstruction at that one head (used for
     the phenomena runs, whose few items make a per-run head choice noisy)."""
-    from llm_check import figures
-
-    os.makedirs(out_dir, exist_ok=True)
     res = []
     for d in run_dirs:
-        path = os.path.join(d, "results.json")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} missing; expected a finished llm-check run")
-        r = json.load(open(path))
-        r["_dir"] = os.path.basename(os.path.normpath(d))
-        if fixed_head is not None:
-            r["_fixed"] = fixed_head_scores(d, *fixed_head)
+        with open_existing(d, "llm-check") as rf:
+            if not rf.exists("results.json"):
+                raise RunFolderError(f"{rf.path} has no results.json; expected a finished llm-check run")
+            r = rf.read_json("results.json")
+            r["_dir"] = Path(d).name
+            if fixed_head is not None:
+                r["_fixed"] = fixed_head_scores(rf, *fixed_head)
         res.append(r)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"--summary-dir {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"cannot create --summary-dir {out}: {exc.strerror}") from None
     f = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    fp = lambda v: "—" if v is None else f"{v:.2g}"  # noqa: E731
     lines = ["| run | task | items (select / held out) | ICL acc | agreement ỹ vs ŷ | reconstructed acc | "
-             "MiniLM KR | LM-hidden KR | majority-of-demos acc | majority-of-demos agreement | constant agreement | head |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "last-label agreement | position-vote agreement | McNemar p (head vs position vote) | "
+             "majority-of-demos agreement | constant agreement | MiniLM KR | LM-hidden KR | head |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res:
         pp = PAPER_TABLE2.get(r["task"])
         ch = r["chosen_head"]
+        hv = r.get("head_vs_position", {})
         lines.append(f"| {r['_dir']} | {r['task']} | {r['n_select']} / {r['n_heldout']} | {f(r['icl_accuracy_heldout'])} | "
                      f"{f(r['reconstruction_agreement_heldout'])} | {f(r['reconstructed_accuracy_heldout'])} | "
-                     f"{f(r.get('kr_minilm_accuracy'))} | {f(r.get('kr_lm_hidden_accuracy'))} | "
-                     f"{f(r['majority_vote_accuracy_heldout'])} | {f(r['majority_vote_agreement_heldout'])} | "
-                     f"{f(r.get('constant_agreement_heldout'))} | L{ch['layer']} H{ch['head']} |")
+                     f"{f(r.get('last_label_agreement_heldout'))} | {f(r.get('position_vote_agreement_heldout'))} | "
+                     f"{fp(hv.get('mcnemar_p'))} | {f(r['majority_vote_agreement_heldout'])} | "
+                     f"{f(r.get('constant_agreement_heldout'))} | {f(r.get('kr_minilm_accuracy'))} | "
+                     f"{f(r.get('kr_lm_hidden_accuracy'))} | L{ch['layer']} H{ch['head']} |")
         if pp:
             lines.append(f"| paper GPT-J-6B | {r['task']} | 700 / 300 | {f(pp[0])} | {f(pp[1])} | {f(pp[2])} | "
-                         f"{f(pp[3])} | — | — | — | — | 17 / 10 (indexing unstated) |")
+                         f"— | — | — | — | — | {f(pp[3])} | — | 17 / 10 (indexing unstated) |")
     if fixed_head is not None:
-        lines += ["", f"At the fixed head L{fixed_head[0]} H{fixed_head[1]}, all items of each run:", "",
-                  "| run | items | ICL acc | agreement ỹ vs ŷ | reconstructed acc | best-head agreement (all items, optimistic) |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", f"At the fixed head L{fixed_head[0]} H{fixed_head[1]}, all items of each run (position-only "
+                  "vote: the head's mean weight per position over the same items):", "",
+                  "| run | items | ICL acc | agreement ỹ vs ŷ | reconstructed acc | position-vote agreement | "
+                  "McNemar p | last-label agreement | majority-of-demos agreement |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in res:
             x = r["_fixed"]
             lines.append(f"| {r['_dir']} | {x['n_items']} | {f(x['icl_accuracy'])} | {f(x['agreement'])} | "
-                         f"{f(x['accuracy'])} | {f(r['best_head_agreement_all'])} |")
+                         f"{f(x['accuracy'])} | {f(x['position_vote_agreement'])} | {fp(x['mcnemar_p'])} | "
+                         f"{f(x['last_label_agreement'])} | {f(x['majority_vote_agreement'])} |")
     md = "\n".join(lines) + "\n"
-    write_atomic(os.path.join(out_dir, f"{prefix}-summary.md"), md.encode())
+    atomic_write_bytes(out / f"{prefix}-summary.md", md.encode())
     labels = [r["_dir"] for r in res]
     series = {"ICL accuracy (ours)": [r["icl_accuracy_heldout"] for r in res],
               "agreement ỹ vs ŷ (ours)": [r["reconstruction_agreement_heldout"] for r in res],
-              "reconstructed accuracy (ours)": [r["reconstructed_accuracy_heldout"] for r in res],
-              "majority-of-demos agreement with ŷ (ours)": [r["majority_vote_agreement_heldout"] for r in res],
+              "position-only vote agreement (ours)": [r.get("position_vote_agreement_heldout") for r in res],
+              "last-label agreement (ours)": [r.get("last_label_agreement_heldout") for r in res],
               "ICL accuracy (paper GPT-J)": [PAPER_TABLE2.get(r["task"], (None,) * 4)[0] for r in res],
               "agreement (paper GPT-J)": [PAPER_TABLE2.get(r["task"], (None,) * 4)[1] for r in res]}
     if fixed_head is not None:
         series[f"agreement at L{fixed_head[0]} H{fixed_head[1]}, all items (ours)"] = [r["_fixed"]["agreement"] for r in res]
-    figures.bars(os.path.join(out_dir, f"{prefix}-summary.png"), labels, series, title, "fraction of test points")
+        series[f"position-only vote at L{fixed_head[0]} H{fixed_head[1]} (ours)"] = [
+            r["_fixed"]["position_vote_agreement"] for r in res]
+    atomic_write_bytes(out / f"{prefix}-summary.png",
+                       _png_bytes(figures.bars, labels, series, title, "fraction of test points"))
     return md

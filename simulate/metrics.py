@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from theory.stats import bootstrap_mean  # noqa: F401  (re-exported: one bootstrap for both halves)
+
 
 def l1(a, b):
     """L1 distance over the last axis (NaN where either side is not finite)."""
@@ -16,19 +18,6 @@ def argmax_agree(a, b):
     bad = ~(np.isfinite(a).all(-1) & np.isfinite(b).all(-1))
     eq = (np.argmax(np.nan_to_num(a, nan=-np.inf), -1) == np.argmax(np.nan_to_num(b, nan=-np.inf), -1)).astype(float)
     return np.where(bad, np.nan, eq)
-
-
-def bootstrap_mean(x, num: int = 1000, level: float = 0.95, seed: int = 0):
-    """Mean of ``x`` (NaNs dropped) and its percentile bootstrap band. Returns (mean, lo, hi, count)."""
-    x = np.asarray(x, float)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return float("nan"), float("nan"), float("nan"), 0
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(num, x.size))
-    means = x[idx].mean(1)
-    a = (1 - level) / 2
-    return float(x.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a)), int(x.size)
 
 
 def loglog_slope(ns, per_prompt, num: int = 1000, level: float = 0.95, seed: int = 0):

@@ -46,7 +46,7 @@ def test_run_folder_recomputes(tiny_run):
     lm = load_model("smollm2")
     p = prompts[3]
     out = forward(lm.model, p.ids[None], np.ones((1, len(p.ids)), bool), np.array([[p.query_pos]]))
-    assert np.abs(np.asarray(out.patterns[:, 0, :, 0, :]) - rows[3]).max() < 2e-4
+    assert np.abs(np.asarray(out.hook_pattern[:, 0, :, 0, :]) - rows[3]).max() < 2e-4
     lab = np.asarray(out.logits[0, 0])[cfg["label_ids"]]
     assert np.allclose(lab, logits[3], atol=2e-3)
     # The prompt text re-tokenizes to the stored ids, and x_test's span decodes to the test sentence.

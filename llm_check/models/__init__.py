@@ -3,8 +3,8 @@
 Public API::
 
     load_model(name_or_path, dtype="float32") -> LoadedModel(model, tokenizer, config, load_seconds)
-    forward(model, input_ids, attention_mask=None, capture_positions=None, capture_qkv=False,
-            capture_kv_all=False, return_hidden=False) -> ForwardOutput
+    forward(model, input_ids, attention_mask=None, capture_positions=None,
+            capture=CaptureConfig(hook_pattern=True)) -> ForwardOutput
     as_transformerlens_cache(out) -> dict
     pad_batch(token_lists, pad_id=0, multiple=64, min_batch=1) -> (ids, mask, last_positions)
 
@@ -19,9 +19,9 @@ from typing import Any, NamedTuple
 
 from llm_check.errors import ModelLoadError, UnsupportedModelError
 from llm_check.models.forward import forward, last_positions, pad_batch
-from llm_check.models.output import ForwardOutput, as_transformerlens_cache
+from llm_check.models.output import CaptureConfig, ForwardOutput, as_transformerlens_cache
 
-__all__ = ["LoadedModel", "load_model", "forward", "last_positions", "ForwardOutput",
+__all__ = ["CaptureConfig", "LoadedModel", "load_model", "forward", "last_positions", "ForwardOutput",
            "as_transformerlens_cache", "resolve_dtype", "parameter_count", "pad_batch"]
 
 _DTYPES = ("float32", "bfloat16", "float16")

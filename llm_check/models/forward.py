@@ -14,7 +14,9 @@ from flax import nnx
 
 from llm_check.errors import CapturePositionError, InputError, PromptTooLongError
 from llm_check.models.attention import ATTENTION_IMPLS, gather_positions
-from llm_check.models.output import ForwardOutput
+from llm_check.models.output import CaptureConfig, ForwardOutput
+
+PATTERN_ONLY = CaptureConfig()
 
 
 def last_positions(attention_mask) -> jax.Array:
@@ -23,9 +25,8 @@ def last_positions(attention_mask) -> jax.Array:
     return (jnp.sum(mask, axis=1, keepdims=True) - 1).clip(0).astype(jnp.int32)
 
 
-def forward(model, input_ids, attention_mask=None, capture_positions=None, capture_qkv: bool = False,
-            capture_kv_all: bool = False, return_hidden: bool = False,
-            attention_impl: str = "chunked") -> ForwardOutput:
+def forward(model, input_ids, attention_mask=None, capture_positions=None,
+            capture: CaptureConfig = PATTERN_ONLY, attention_impl: str = "chunked") -> ForwardOutput:
     """Run ``model`` on a padded batch and capture attention at chosen query positions.
 
     Args:
@@ -36,9 +37,8 @@ def forward(model, input_ids, attention_mask=None, capture_positions=None, captu
         padding also gets the right positions.
       capture_positions: ``[B, Q]`` int query positions per item. None: logits at every
         position and attention captured at the last real token of each item (Q = 1).
-      capture_qkv: also return per-head q, k, v at the captured positions.
-      capture_kv_all: also return keys and values at all positions, ``[L, B, KVH, S, hd]``.
-      return_hidden: also return final hidden states ``[B, S, D]``.
+      capture: a frozen :class:`CaptureConfig` naming the TransformerLens hooks to return
+        (default: ``hook_pattern`` only).
       attention_impl: ``"chunked"`` (default; 256 queries at a time, so temporaries grow
         linearly with S), ``"einsum"`` (forms each layer's S x S probabilities at once),
         ``"xla"`` or ``"cudnn"`` (``jax.nn.dot_product_attention``; "cudnn" needs a GPU, bf16
@@ -66,6 +66,8 @@ def forward(model, input_ids, attention_mask=None, capture_positions=None, captu
     attention_mask = jnp.asarray(attention_mask)
     if attention_mask.shape != (B, S):
         raise InputError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected {(B, S)}")
+    if not isinstance(capture, CaptureConfig):
+        raise InputError(f"capture {capture!r}; expected a CaptureConfig")
     if attention_impl not in ATTENTION_IMPLS:
         raise InputError(f"attention_impl {attention_impl!r}; expected one of {list(ATTENTION_IMPLS)}")
     if attention_impl == "cudnn" and not isinstance(attention_mask, jax.core.Tracer):
@@ -86,8 +88,7 @@ def forward(model, input_ids, attention_mask=None, capture_positions=None, captu
         capture_positions = capture_positions.astype(jnp.int32)
     graphdef, state = nnx.split(model)
     return _forward_jit(graphdef, state, input_ids.astype(jnp.int32), attention_mask.astype(bool),
-                        capture_positions, all_logits=all_logits, capture_qkv=capture_qkv,
-                        capture_kv_all=capture_kv_all, return_hidden=return_hidden, impl=attention_impl)
+                        capture_positions, all_logits=all_logits, capture=capture, impl=attention_impl)
 
 
 def _check_positions(positions, mask, S: int) -> None:
@@ -107,39 +108,38 @@ def _check_positions(positions, mask, S: int) -> None:
             f"capture position {int(pos[b, q])} (item {b}) is a padding token; expected one of the item's {n} real tokens")
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "all_logits", "capture_qkv", "capture_kv_all", "return_hidden", "impl"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "all_logits", "capture", "impl"))
 def _forward_jit(graphdef, state, input_ids, attention_mask, capture_positions, *, all_logits,
-                 capture_qkv, capture_kv_all, return_hidden, impl) -> ForwardOutput:
+                 capture: CaptureConfig, impl) -> ForwardOutput:
     model = nnx.merge(graphdef, state)
     cfg = model.config
     positions = jnp.clip(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
     cos, sin = model.rotary(positions)
     x = model.embed(input_ids)
-    patterns, qs, ks, vs, k_all, v_all = [], [], [], [], [], []
-    rep = cfg.num_attention_heads // cfg.num_key_value_heads
+    patterns, qs, ks, vs, resid = [], [], [], [], []
     for layer in model.layers:
         x, pattern, (q, k, v) = layer(x, cfg, cos, sin, attention_mask, capture_positions, impl)
         patterns.append(pattern)
-        if capture_qkv:
-            # [B, S, H, hd] -> [B, H, Q, hd]
+        if capture.hook_q:      # [B, S, H, hd] -> [B, H, Q, hd] at the captured query positions
             qs.append(gather_positions(q, capture_positions).transpose(0, 2, 1, 3))
-            ks.append(jnp.repeat(gather_positions(k, capture_positions), rep, axis=2).transpose(0, 2, 1, 3))
-            vs.append(jnp.repeat(gather_positions(v, capture_positions), rep, axis=2).transpose(0, 2, 1, 3))
-        if capture_kv_all:
-            k_all.append(k.transpose(0, 2, 1, 3))
-            v_all.append(v.transpose(0, 2, 1, 3))
+        if capture.hook_k:      # [B, S, KVH, hd] -> [B, KVH, S, hd]
+            ks.append(k.transpose(0, 2, 1, 3))
+        if capture.hook_v:
+            vs.append(v.transpose(0, 2, 1, 3))
+        if capture.hook_resid_post:
+            resid.append(x)
     hidden = model.final(x)
     logits = model.head(hidden if all_logits else gather_positions(hidden, capture_positions))
+    stack = lambda xs, on: jnp.stack(xs) if on else None  # noqa: E731
     return ForwardOutput(
         logits=logits,
-        patterns=jnp.stack(patterns),
         capture_positions=capture_positions,
-        q=jnp.stack(qs) if capture_qkv else None,
-        k=jnp.stack(ks) if capture_qkv else None,
-        v=jnp.stack(vs) if capture_qkv else None,
-        k_all=jnp.stack(k_all) if capture_kv_all else None,
-        v_all=jnp.stack(v_all) if capture_kv_all else None,
-        hidden=hidden if return_hidden else None,
+        hook_pattern=stack(patterns, capture.hook_pattern),
+        hook_q=stack(qs, capture.hook_q),
+        hook_k=stack(ks, capture.hook_k),
+        hook_v=stack(vs, capture.hook_v),
+        hook_resid_post=stack(resid, capture.hook_resid_post),
+        hook_normalized=hidden if capture.hook_normalized else None,
     )
 
 

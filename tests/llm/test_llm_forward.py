@@ -8,7 +8,7 @@ from flax import nnx
 
 from llm_check.loading.export import llama_cpp_permute, save_gguf, save_hf_folder
 from llm_check.loading.tables import gguf_unpermute
-from llm_check.models import as_transformerlens_cache, forward, load_model, pad_batch
+from llm_check.models import CaptureConfig, as_transformerlens_cache, forward, load_model, pad_batch
 from llm_check.models import attention as att
 from llm_check.models.gptj import GPTJConfig, GPTJModel
 from llm_check.models.llama import LlamaConfig, LlamaModel
@@ -36,9 +36,9 @@ def test_padding_and_batchmates_do_not_change_an_item(model):
     assert ids.shape == (2, 16) and last.tolist() == [[10], [5]]
     right = forward(model, ids, mask)
     np.testing.assert_allclose(np.asarray(right.logits[0, :11]), np.asarray(alone.logits[0]), atol=TOL)
-    np.testing.assert_allclose(np.asarray(right.patterns[:, 0, :, 0, :11]), np.asarray(alone.patterns[:, 0, :, 0]),
+    np.testing.assert_allclose(np.asarray(right.hook_pattern[:, 0, :, 0, :11]), np.asarray(alone.hook_pattern[:, 0, :, 0]),
                                atol=TOL)
-    assert np.asarray(right.patterns[:, 0, :, 0, 11:]).max() == 0
+    assert np.asarray(right.hook_pattern[:, 0, :, 0, 11:]).max() == 0
     left_ids = np.concatenate([np.full(5, 7), a])[None]
     left_mask = np.arange(16)[None] >= 5
     left = forward(model, left_ids, left_mask)
@@ -48,11 +48,12 @@ def test_padding_and_batchmates_do_not_change_an_item(model):
 def test_capture_positions_agree_with_full_logits(model):
     rng = np.random.default_rng(1)
     ids = rng.integers(0, 40, (2, 12))
-    full = forward(model, ids, return_hidden=True)
+    full = forward(model, ids, capture=CaptureConfig(hook_normalized=True))
     cap = np.array([[11, 0, 4], [2, 2, 7]])
-    part = forward(model, ids, capture_positions=cap, capture_qkv=True, capture_kv_all=True)
+    part = forward(model, ids, capture_positions=cap,
+                   capture=CaptureConfig(hook_q=True, hook_k=True, hook_v=True, hook_resid_post=True))
     np.testing.assert_allclose(np.asarray(part.logits), np.asarray(full.logits)[np.arange(2)[:, None], cap], atol=TOL)
-    rows = np.asarray(part.patterns)
+    rows = np.asarray(part.hook_pattern)
     cfg = model.config
     assert rows.shape == (cfg.num_hidden_layers, 2, cfg.num_attention_heads, 3, 12)
     np.testing.assert_allclose(rows.sum(-1), 1.0, atol=1e-5)
@@ -60,16 +61,34 @@ def test_capture_positions_agree_with_full_logits(model):
         for q in range(3):
             assert rows[:, b, :, q, cap[b, q] + 1:].max(initial=0.0) == 0.0
     # the default capture (last token, 11) of item 0 equals its explicit capture at 11
-    np.testing.assert_allclose(rows[:, 0, :, 0], np.asarray(full.patterns[:, 0, :, 0]), atol=TOL)
-    assert full.hidden.shape == (2, 12, cfg.hidden_size)
+    np.testing.assert_allclose(rows[:, 0, :, 0], np.asarray(full.hook_pattern[:, 0, :, 0]), atol=TOL)
+    assert full.hook_normalized.shape == (2, 12, cfg.hidden_size)
     kvh, H = cfg.num_key_value_heads, cfg.num_attention_heads
-    assert part.k_all.shape == (cfg.num_hidden_layers, 2, kvh, 12, cfg.head_dim)
-    # k at captured positions is k_all gathered (and expanded to query heads)
-    k_all = np.repeat(np.asarray(part.k_all), H // kvh, axis=2)
-    np.testing.assert_allclose(np.asarray(part.k[:, 1, :, 2]), k_all[:, 1, :, 7], atol=0)
+    assert part.hook_k.shape == part.hook_v.shape == (cfg.num_hidden_layers, 2, kvh, 12, cfg.head_dim)
+    assert part.hook_q.shape == (cfg.num_hidden_layers, 2, H, 3, cfg.head_dim)
+    assert part.hook_normalized is None and full.hook_q is None
+    # the last layer's residual stream, normalised, is what the head reads
+    np.testing.assert_allclose(np.asarray(model.final(part.hook_resid_post[-1])), np.asarray(full.hook_normalized),
+                               atol=TOL)
     cache = as_transformerlens_cache(part)
-    assert cache["blocks.1.attn.pattern"].shape == (2, H, 3, 12)
+    assert cache["blocks.1.attn.hook_pattern"].shape == (2, H, 3, 12)
     assert cache["blocks.0.attn.hook_q"].shape == (2, 3, H, cfg.head_dim)
+    assert cache["blocks.0.attn.hook_k"].shape == (2, 12, kvh, cfg.head_dim)
+    assert cache["blocks.1.hook_resid_post"].shape == (2, 12, cfg.hidden_size)
+
+
+def test_capture_selection_is_one_frozen_value(model):
+    """The selection is hashable (a static jit argument) and cannot be changed after creation."""
+    import dataclasses
+
+    c = CaptureConfig(hook_k=True)
+    assert hash(c) == hash(CaptureConfig(hook_k=True)) and c != CaptureConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.hook_k = False  # type: ignore[misc]
+    out = forward(model, np.arange(5)[None] % 40, capture=CaptureConfig(hook_pattern=False))
+    assert out.hook_pattern is None and out.logits.shape == (1, 5, 40)
+    with pytest.raises(ValueError, match="CaptureConfig"):
+        forward(model, np.arange(5)[None] % 40, capture=True)
 
 
 def test_jit_forward_in_bfloat16(model):
@@ -152,7 +171,7 @@ def test_attention_impls_agree(model):
     for impl in ("xla", "chunked"):
         b = forward(model, ids, mask, capture_positions=cap, attention_impl=impl)
         np.testing.assert_allclose(np.asarray(b.logits), np.asarray(a.logits), atol=1e-5)
-        np.testing.assert_allclose(np.asarray(b.patterns), np.asarray(a.patterns), atol=1e-6)
+        np.testing.assert_allclose(np.asarray(b.hook_pattern), np.asarray(a.hook_pattern), atol=1e-6)
 
 
 @pytest.mark.parametrize("S,block", [(13, 4), (12, 4), (5, 8)])

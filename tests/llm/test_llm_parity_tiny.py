@@ -24,7 +24,7 @@ def _load_ours(model, tmp_path, **save_kw):
 
 @pytest.mark.parametrize("kind", ["llama", "gptj"])
 def test_logits_and_attention_match_transformers(kind, tmp_path):
-    from llm_check.models import forward
+    from llm_check.models import CaptureConfig, forward
 
     hf = tiny_hf_model(kind, seed=1)
     ours = _load_ours(hf, tmp_path)
@@ -36,35 +36,31 @@ def test_logits_and_attention_match_transformers(kind, tmp_path):
     for b, n in enumerate(mask.sum(1)):
         np.testing.assert_allclose(np.asarray(out.logits[b, :n]), ref_logits[b, :n], atol=TOL, rtol=0)
         ref_last = np.stack([a[b, :, n - 1, :] for a in ref_att])       # [L, H, S]
-        np.testing.assert_allclose(np.asarray(out.patterns[:, b, :, 0]), ref_last, atol=TOL, rtol=0)
+        np.testing.assert_allclose(np.asarray(out.hook_pattern[:, b, :, 0]), ref_last, atol=TOL, rtol=0)
         assert int(out.capture_positions[b, 0]) == n - 1
 
     # several captured positions per item, with q/k/v
     cap = np.array([[0, 5, 22], [3, 16, 16], [8, 1, 4]], dtype=np.int32)
-    out = forward(ours.model, ids, mask, capture_positions=cap, capture_qkv=True, capture_kv_all=True)
+    out = forward(ours.model, ids, mask, capture_positions=cap,
+                  capture=CaptureConfig(hook_q=True, hook_k=True, hook_v=True))
     cfg = ours.config
     H, hd, kvh = cfg.num_attention_heads, cfg.head_dim, cfg.num_key_value_heads
-    assert out.patterns.shape == (cfg.num_hidden_layers, 3, H, 3, ids.shape[1])
+    assert out.hook_pattern.shape == (cfg.num_hidden_layers, 3, H, 3, ids.shape[1])
     assert out.logits.shape == (3, 3, 96)
     for b in range(3):
         np.testing.assert_allclose(np.asarray(out.logits[b]), ref_logits[b, cap[b]], atol=TOL, rtol=0)
         for layer in range(cfg.num_hidden_layers):
-            np.testing.assert_allclose(np.asarray(out.patterns[layer, b]), ref_att[layer][b][:, cap[b], :],
+            np.testing.assert_allclose(np.asarray(out.hook_pattern[layer, b]), ref_att[layer][b][:, cap[b], :],
                                        atol=TOL, rtol=0)
             q = ref_qkv[(layer, "q_proj")][b].reshape(-1, H, hd)[cap[b]].transpose(1, 0, 2)
             k = ref_qkv[(layer, "k_proj")][b].reshape(-1, kvh, hd)
             v = ref_qkv[(layer, "v_proj")][b].reshape(-1, kvh, hd)
-            rep = H // kvh
-            np.testing.assert_allclose(np.asarray(out.q[layer, b]), q, atol=TOL, rtol=0)
-            np.testing.assert_allclose(np.asarray(out.k[layer, b]),
-                                       np.repeat(k[cap[b]], rep, axis=1).transpose(1, 0, 2), atol=TOL, rtol=0)
-            np.testing.assert_allclose(np.asarray(out.v[layer, b]),
-                                       np.repeat(v[cap[b]], rep, axis=1).transpose(1, 0, 2), atol=TOL, rtol=0)
+            np.testing.assert_allclose(np.asarray(out.hook_q[layer, b]), q, atol=TOL, rtol=0)
             # pad positions hold unspecified values (their rotary position differs from HF's)
             n = int(mask[b].sum())
-            np.testing.assert_allclose(np.asarray(out.k_all[layer, b, :, :n]), k[:n].transpose(1, 0, 2),
+            np.testing.assert_allclose(np.asarray(out.hook_k[layer, b, :, :n]), k[:n].transpose(1, 0, 2),
                                        atol=TOL, rtol=0)
-            np.testing.assert_allclose(np.asarray(out.v_all[layer, b, :, :n]), v[:n].transpose(1, 0, 2),
+            np.testing.assert_allclose(np.asarray(out.hook_v[layer, b, :, :n]), v[:n].transpose(1, 0, 2),
                                        atol=TOL, rtol=0)
 
 
@@ -120,7 +116,7 @@ def test_bfloat16_close_to_float32(tmp_path):
     out = forward(ours.model, ids, mask)
     scale = np.abs(ref_logits).max()
     assert np.abs(np.asarray(out.logits[0]) - ref_logits[0]).max() < 0.05 * scale
-    assert np.abs(np.asarray(out.patterns[:, 0, :, 0]) - np.stack([a[0, :, -1] for a in ref_att])).max() < 0.05
+    assert np.abs(np.asarray(out.hook_pattern[:, 0, :, 0]) - np.stack([a[0, :, -1] for a in ref_att])).max() < 0.05
 
 
 def test_llama3_rope_frequencies_match_transformers():
@@ -161,5 +157,5 @@ def test_bfloat16_checkpoints_read_exactly(fmt, tmp_path):
     out = forward(ours.model, ids, mask)
     for b, n in enumerate(mask.sum(1)):
         np.testing.assert_allclose(np.asarray(out.logits[b, :n]), ref_logits[b, :n], atol=TOL, rtol=0)
-        np.testing.assert_allclose(np.asarray(out.patterns[:, b, :, 0, :n]),
+        np.testing.assert_allclose(np.asarray(out.hook_pattern[:, b, :, 0, :n]),
                                    np.stack([a[b, :, n - 1, :n] for a in ref_att]), atol=TOL, rtol=0)

@@ -17,7 +17,7 @@ TOL = 1e-4
 
 @pytest.mark.parametrize("kind", ["llama", "gptj"])
 def test_tiny_model_matches_reference_file(kind):
-    from llm_check.models import forward, load_model
+    from llm_check.models import CaptureConfig, forward, load_model
 
     folder = REF / f"tiny_{kind}"
     ref = np.load(folder / "reference.npz")
@@ -25,18 +25,18 @@ def test_tiny_model_matches_reference_file(kind):
     cfg = ours.config
     H, kvh, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     out = forward(ours.model, ref["input_ids"], ref["attention_mask"], capture_positions=ref["capture_positions"],
-                  capture_qkv=True)
+                  capture=CaptureConfig(hook_q=True, hook_k=True, hook_v=True))
     np.testing.assert_allclose(np.asarray(out.logits), ref["logits"], atol=TOL, rtol=0)
-    np.testing.assert_allclose(np.asarray(out.patterns), ref["patterns"], atol=TOL, rtol=0)
+    np.testing.assert_allclose(np.asarray(out.hook_pattern), ref["patterns"], atol=TOL, rtol=0)
     cap = ref["capture_positions"]
     b_idx = np.arange(cap.shape[0])[:, None]
     L, B, S = ref["q"].shape[:3]
     q = ref["q"].reshape(L, B, S, H, hd)[:, b_idx, cap].transpose(0, 1, 3, 2, 4)       # [L, B, H, Q, hd]
-    k = ref["k"].reshape(L, B, S, kvh, hd)[:, b_idx, cap].transpose(0, 1, 3, 2, 4)
-    v = ref["v"].reshape(L, B, S, kvh, hd)[:, b_idx, cap].transpose(0, 1, 3, 2, 4)
-    np.testing.assert_allclose(np.asarray(out.q), q, atol=TOL, rtol=0)
-    np.testing.assert_allclose(np.asarray(out.k), np.repeat(k, H // kvh, axis=2), atol=TOL, rtol=0)
-    np.testing.assert_allclose(np.asarray(out.v), np.repeat(v, H // kvh, axis=2), atol=TOL, rtol=0)
+    np.testing.assert_allclose(np.asarray(out.hook_q), q, atol=TOL, rtol=0)
+    for name, got in (("k", out.hook_k), ("v", out.hook_v)):     # every real position, [L, B, KVH, S, hd]
+        want = ref[name].reshape(L, B, S, kvh, hd).transpose(0, 1, 3, 2, 4)
+        real = np.asarray(ref["attention_mask"]).astype(bool)[None, :, None, :, None]
+        np.testing.assert_allclose(np.where(real, np.asarray(got), 0), np.where(real, want, 0), atol=TOL, rtol=0)
 
 
 @pytest.mark.smollm2
@@ -58,4 +58,4 @@ def test_smollm2_matches_reference_file(smollm2):
         np.testing.assert_array_equal(logits.argmax(-1), top[:, 0])
         # two float32 implementations of the same dequantised weights: 2e-3 (measured ~1e-4)
         assert np.abs(np.take_along_axis(logits, top, -1) - ref[f"top_logits_{i}"]).max() < 2e-3
-        assert np.abs(np.asarray(out.patterns[:, i, :, 0, :n]) - ref[f"last_patterns_{i}"]).max() < 1e-4
+        assert np.abs(np.asarray(out.hook_pattern[:, i, :, 0, :n]) - ref[f"last_patterns_{i}"]).max() < 1e-4

@@ -76,9 +76,9 @@ def test_logits_and_patterns_match_transformers_gguf(ours, reference):
         assert np.abs(got - ref_logits).max() < LOGIT_TOL
         np.testing.assert_array_equal(got.argmax(-1), ref_logits.argmax(-1))
         ref_last = np.stack([a[0, :, n - 1, :].numpy() for a in ref.attentions])   # [L, H, n]
-        assert np.abs(np.asarray(out.patterns[:, b, :, 0, :n]) - ref_last).max() < PATTERN_TOL
+        assert np.abs(np.asarray(out.hook_pattern[:, b, :, 0, :n]) - ref_last).max() < PATTERN_TOL
         if n < S:
-            assert np.abs(np.asarray(out.patterns[:, b, :, 0, n:])).max() == 0.0
+            assert np.abs(np.asarray(out.hook_pattern[:, b, :, 0, n:])).max() == 0.0
 
 
 def test_greedy_continuation_is_sensible(ours):
