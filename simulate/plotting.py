@@ -4,7 +4,15 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
+
+from icl_kernel.errors import one_line  # noqa: E402
+from icl_kernel.runfolder import RunFolderError, atomic_write_bytes  # noqa: E402
+from simulate.sweep import SweepConfigError, read_summary  # noqa: E402
 
 # The paper's Table 3 (App. C): distance and accuracy vs n; its metric and label set are unknown.
 PAPER_TABLE3 = dict(n=[1, 2, 4, 8, 16, 32, 64, 128],
@@ -19,13 +27,6 @@ def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True, b
     and its exactly computed mean bias (the floor, a short horizontal tick at the right) are overlaid.
     ``kernels`` restricts the figure to those labels; an unknown label is refused.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from simulate.sweep import SweepConfigError, read_summary
-
     run_dir = Path(run_dir)
     s = read_summary(run_dir)
     if kernels is not None:
@@ -108,11 +109,6 @@ def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True, b
 
 def save_figure(fig, out_path) -> Path:
     """Lay out, render to PNG in memory, close, and write atomically (temporary name, then rename)."""
-    import matplotlib.pyplot as plt
-
-    from icl_kernel.errors import one_line
-    from icl_kernel.runfolder import RunFolderError, atomic_write_bytes
-
     fig.tight_layout()
     out_path = Path(out_path)
     try:

@@ -9,6 +9,8 @@ import json
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from theory.errors import HMMError
@@ -68,8 +70,6 @@ def _check_positive(name, value, *, integer=False, allow_zero=False):
 
 def han_hmm(cfg: HanConfig = HanConfig()) -> HMM:
     """Sample the paper's synthetic HMM (see :class:`HanConfig`)."""
-    import jax
-    import jax.numpy as jnp
 
     for name in ("num_tasks", "num_states", "num_tokens"):
         _check_positive(name, getattr(cfg, name), integer=True)
@@ -114,8 +114,6 @@ def _softmax_temp(u, temp):
 
 def ginc_hmm(cfg: GincConfig = GincConfig()) -> HMM:
     """GINC's mixture of concept HMMs as one block-diagonal HMM (see :class:`GincConfig`)."""
-    import jax
-
     for name in ("vocab", "n_values", "n_slots", "n_concepts"):
         _check_positive(name, getattr(cfg, name), integer=True)
     for name in ("transition_temp", "start_temp"):
@@ -252,20 +250,3 @@ def _param_value(preset: str, key: str, value, kind: type):
 
 def preset_defaults(preset: str) -> dict:
     return asdict({"han": HanConfig, "ginc": GincConfig}[preset]())
-
-
-def save_hmm(hmm: HMM, path: str | Path) -> None:
-    """Write the HMM as .npz atomically (temp file + rename)."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **hmm._asdict())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

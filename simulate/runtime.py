@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
 
 def setup(num_cpu_devices: int | None = None, enable_x64: bool = True) -> None:
     """Enable float64 (exactness tests, float64 option) and split the CPU into devices.
@@ -15,8 +18,6 @@ def setup(num_cpu_devices: int | None = None, enable_x64: bool = True) -> None:
     Must run before JAX first touches a device; later calls are harmless no-ops for the
     device count.
     """
-    import jax
-
     if num_cpu_devices is None:
         num_cpu_devices = int(os.environ.get("ICL_KERNEL_CPU_DEVICES", min(os.cpu_count() or 1, 8)))
     try:
@@ -37,9 +38,6 @@ def setup(num_cpu_devices: int | None = None, enable_x64: bool = True) -> None:
 
 def batch_sharding(batch_axis_size: int | None = None):
     """A 1-D mesh over all local devices and the NamedSharding that splits axis 0 over it."""
-    import jax
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
     devices = jax.local_devices()
     mesh = Mesh(devices, ("batch",))
     return NamedSharding(mesh, PartitionSpec("batch")), len(devices)

@@ -18,6 +18,7 @@ kept; a missing or corrupted cell is recomputed.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import time
@@ -147,8 +148,6 @@ def resolve(cfg: SweepConfig) -> tuple[dict, HMM]:
 
 
 def _sha256_arrays(hmm: HMM) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for a in hmm:
         h.update(np.ascontiguousarray(a).tobytes())

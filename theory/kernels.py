@@ -20,6 +20,7 @@ reported, never clipped. Row-major vec throughout: vec(A)[i d + j] = A[i, j].
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, asdict
 from typing import NamedTuple
 
@@ -207,7 +208,6 @@ def second_moment_from_samples(features: np.ndarray) -> tuple[np.ndarray, float]
 
 def all_inputs(hmm: HMM, length: int, limit: float = 200000) -> np.ndarray | None:
     """Every x ∈ (O∖δ)^l as ``[S, l]`` int32, or None when there are more than ``limit``."""
-    import itertools
 
     alphabet = input_tokens(hmm).tolist()
     if len(alphabet) ** length > limit:
