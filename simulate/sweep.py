@@ -68,6 +68,7 @@ class SweepConfig:
     kernels: tuple = DEFAULT_KERNELS
     dtype: str = "float32"
     save_predictions: int = 0
+    curve: bool = False  # also every n = 1..max(grid): cells hold [P, max(grid)], the summary a mean curve
 
     def validate(self) -> None:
         g = list(self.grid)
@@ -142,6 +143,8 @@ def resolve(cfg: SweepConfig) -> tuple[dict, HMM]:
                label_mode=cfg.label_mode, task=cfg.task, kernels=[k.label for k in kernels],
                kernel_specs=[k.to_dict() for k in kernels], dtype=cfg.dtype,
                save_predictions=int(cfg.save_predictions))
+    if cfg.curve:
+        out["curve"] = True  # absent for grid-only sweeps: their configs (and folders) are unchanged
     if cfg.preset == "custom":
         out["hmm_sha256"] = _sha256_arrays(hmm)
     return out, hmm
@@ -152,6 +155,16 @@ def _sha256_arrays(hmm: HMM) -> str:
     for a in hmm:
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
+
+
+def evaluated_ns(resolved: dict) -> list[int]:
+    """The n at which a sweep evaluates: the grid, or every n = 1..max(grid) for a curve sweep."""
+    return list(range(1, max(resolved["grid"]) + 1)) if resolved.get("curve") else list(resolved["grid"])
+
+
+def grid_columns(resolved: dict) -> list[int]:
+    """Column of each grid point in a cell's ``[P, ·]`` arrays."""
+    return [n - 1 for n in resolved["grid"]] if resolved.get("curve") else list(range(len(resolved["grid"])))
 
 
 def prompt_key(seed: int):
@@ -217,7 +230,7 @@ def run_sweep(cfg: SweepConfig, out_dir, *, overwrite: bool = False, quiet: bool
             if prepared is None:
                 prepared = prepare_kernels(hmm, specs, resolved["length"])
             rf.write_json("kernels.json", prepared.infos)
-            evaluate = make_evaluator(hmm, prepared, resolved["labels"], resolved["grid"], resolved["dtype"])
+            evaluate = make_evaluator(hmm, prepared, resolved["labels"], evaluated_ns(resolved), resolved["dtype"])
             P, N = resolved["prompts_per_seed"], max(resolved["grid"])
             bar = tqdm(total=len(todo) * P, unit="prompt", disable=quiet, delay=2.0,
                        desc=f"sweep {out.name}", dynamic_ncols=True)
@@ -295,22 +308,27 @@ def load_prompts(rf: RunFolder, seed: int) -> Prompts:
 
 
 def summarise(rf: RunFolder, resolved: dict) -> dict:
-    """Write metrics.csv, summary.json (and predictions.npz) from the cells; return the summary."""
+    """Write metrics.csv, summary.json (and predictions.npz) from the cells; return the summary.
+
+    Bands (95% bootstrap) at the grid points; for a curve sweep also ``summary["curve"]``: the
+    mean over prompts of every metric at every n = 1..max(grid).
+    """
     grid = resolved["grid"]
+    cols = grid_columns(resolved)
     cells = load_cells(rf, resolved)
     if not cells.seeds:
         raise RunFolderError(f"{rf.path} has no finished cells to summarise")
     names = resolved["kernels"]
     rows = []
     for s_i, s in enumerate(cells.seeds):
-        for g_i, n in enumerate(grid):
+        for c, n in zip(cols, grid):
             row = dict(n=n, seed=s)
             for k in COMMON_METRICS:
-                row[k] = _mean(cells.per_seed[f"common|{k}"][s_i][:, g_i])
+                row[k] = _mean(cells.per_seed[f"common|{k}"][s_i][:, c])
             for name in names:
                 r = dict(row, kernel=name)
                 for k in METRICS:
-                    r[k] = _mean(cells.per_seed[f"kernel|{name}|{k}"][s_i][:, g_i])
+                    r[k] = _mean(cells.per_seed[f"kernel|{name}|{k}"][s_i][:, c])
                 rows.append(r)
     buf = io.StringIO()
     fields = ["kernel", "n", "seed", *METRICS, *COMMON_METRICS]
@@ -325,27 +343,40 @@ def summarise(rf: RunFolder, resolved: dict) -> dict:
         return dict(mean=m, lo=lo, hi=hi, count=c)
 
     summary = dict(config=resolved, seeds_done=cells.seeds, num_prompts=int(cells["common|bayes_vs_oracle_l1"].shape[0]),
-                   common={k: [dict(band(cells[f"common|{k}"][:, g]), n=n) for g, n in enumerate(grid)]
+                   common={k: [dict(band(cells[f"common|{k}"][:, c]), n=n) for c, n in zip(cols, grid)]
                            for k in COMMON_METRICS},
                    kernels={})
     half = [g for g, n in enumerate(grid) if n <= max(1, int(np.sqrt(grid[0] * grid[-1])))] or [0]
     for name in names:
-        ks = {k: [dict(band(cells[f"kernel|{name}|{k}"][:, g]), n=n) for g, n in enumerate(grid)] for k in METRICS}
-        e = cells[f"kernel|{name}|kernel_vs_bayes_l1"].T  # [G, P]
+        ks = {k: [dict(band(cells[f"kernel|{name}|{k}"][:, c]), n=n) for c, n in zip(cols, grid)] for k in METRICS}
+        e = cells[f"kernel|{name}|kernel_vs_bayes_l1"][:, cols].T  # [G, P]
         slope = loglog_slope([grid[g] for g in half], e[half]) if len(half) >= 2 else (float("nan"),) * 3
         ks["slope_kernel_vs_bayes_l1"] = dict(value=slope[0], lo=slope[1], hi=slope[2],
                                               fitted_n=[grid[g] for g in half])
         ks["floor_kernel_vs_bayes_l1"] = dict(ks["kernel_vs_bayes_l1"][-1])
         ks["floor_kernel_vs_oracle_l1"] = dict(ks["kernel_vs_oracle_l1"][-1])
         summary["kernels"][name] = ks
+    if resolved.get("curve"):
+        summary["curve"] = dict(
+            n=evaluated_ns(resolved),
+            common={k: _column_means(cells[f"common|{k}"]) for k in COMMON_METRICS},
+            kernels={name: {k: _column_means(cells[f"kernel|{name}|{k}"]) for k in METRICS} for name in names})
     rf.write_json("summary.json", summary)
     K = resolved["save_predictions"]
     if K:
         preds = {k.removeprefix("pred|"): v for k, v in cells.items() if k.startswith("pred|")}
         preds = {k: v[:K] for k, v in preds.items()}
-        rf.savez("predictions.npz", grid=np.asarray(grid), labels=np.asarray(resolved["labels"]),
+        rf.savez("predictions.npz", grid=np.asarray(evaluated_ns(resolved)), labels=np.asarray(resolved["labels"]),
                  kernel_names=np.asarray(names), **preds)
     return summary
+
+
+def _column_means(x) -> list:
+    """Mean over prompts (axis 0) of every column, NaNs dropped: ``[P, N] -> [N]``."""
+    x = np.asarray(x, float)
+    ok = np.isfinite(x)
+    cnt = ok.sum(0)
+    return np.where(cnt > 0, np.where(ok, x, 0.0).sum(0) / np.maximum(cnt, 1), np.nan).tolist()
 
 
 def _mean(x) -> float:

@@ -14,6 +14,26 @@ DEFAULT_GRID = (1, 2, 4, 8, 16, 32, 64, 128)
 DEFAULT_KERNELS = ("predictive", "belief", "predictive:beta=20", "belief:beta=20", "gram", "pretrain", "task")
 
 
+def grid_spec(text: str) -> tuple[list[int], bool]:
+    """``--n``: a list ``1,2,4`` (those n), ``all`` (every n up to 128) or ``1:N`` (every n up to N).
+
+    Returns (table grid, curve): with a curve, the table keeps the powers of two up to N, and N.
+    """
+    t = text.strip()
+    if t == "all":
+        return list(DEFAULT_GRID), True
+    if ":" in t:
+        a, _, b = t.partition(":")
+        try:
+            lo, hi = int(a), int(b)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a range like 1:1024") from None
+        if lo != 1 or hi < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: a curve runs over every n from 1, expected 1:N with N >= 1")
+        return sorted({2 ** k for k in range(hi.bit_length()) if 2 ** k <= hi} | {hi}), True
+    return at.positive_int_list(t), False
+
+
 def params(items) -> dict:
     """``-P KEY=VALUE`` pairs as a dict; a key given twice is refused."""
     out = {}
@@ -73,8 +93,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "runs/NAME/ (resumable) and print the table.")
     add_preset_arguments(p)
     g = p.add_argument_group("prompts")
-    g.add_argument("--n", dest="grid", type=at.positive_int_list, default=list(DEFAULT_GRID), metavar="N1,N2,...",
-                   help="numbers of demonstrations")
+    g.add_argument("--n", dest="grid", type=grid_spec, default=None, metavar="N1,N2,...|all|1:N",
+                   help="numbers of demonstrations: a list; 'all' = every n up to 128; '1:N' = every n up to N "
+                        "(the table keeps the powers of two, the figure draws the whole curve); default 1,2,4,...,128")
     g.add_argument("--seeds", type=at.seed_list, default=[0, 1, 2, 3, 4], help="prompt seeds: list or range a:b")
     g.add_argument("--prompts", type=at.positive_int, default=200, help="prompts per seed")
     g.add_argument("--length", "-l", type=at.positive_int, default=5, help="input length l of each x_i and x_test")
@@ -100,8 +121,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args):
     from simulate.sweep import SweepConfig
 
+    if args.grid is None:
+        args.grid = (list(DEFAULT_GRID), False)
     return SweepConfig(preset=args.preset, preset_params=params(args.param), hmm_file=args.hmm_file,
-                       grid=tuple(args.grid), seeds=tuple(args.seeds), prompts_per_seed=args.prompts,
+                       grid=tuple(args.grid[0]), curve=args.grid[1], seeds=tuple(args.seeds), prompts_per_seed=args.prompts,
                        length=args.length, labels=tuple(args.labels) if args.labels else "auto",
                        num_labels=args.num_labels, label_mode=args.label_mode, task=args.task,
                        kernels=tuple(args.kernels), dtype=args.dtype, save_predictions=args.save_predictions)
