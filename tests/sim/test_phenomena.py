@@ -56,16 +56,6 @@ def test_cli_end_to_end(tmp_path, capsys, kind):
     with np.load(run / "per_prompt.npz") as z:  # prompt axis first: [P, G] metrics, [P] side arrays
         assert z[f"metric|{sorted(conds)[0]}|predictive|l1_oracle"].shape == (5, 3)
         assert all(z[k].shape[0] == 5 for k in z.files) and any(k.startswith("metric|") for k in z.files)
-        first = {k: z[k] for k in z.files}
-    # a corrupted cell is detected by its checksum and recomputed; the numbers come back the same
-    cell = run / "cells" / "seed_0.npz"
-    cell.write_bytes(cell.read_bytes()[:-10])
-    assert _cli(tmp_path, kind) == 0
-    assert "seed_0.npz is corrupted" in capsys.readouterr().out
-    with np.load(run / "per_prompt.npz") as z:
-        assert set(z.files) == set(first)
-        for k in first:
-            np.testing.assert_array_equal(z[k], first[k])
     # the same name with another config is refused (nothing changed), and --overwrite replaces it
     before = (run / "summary.json").read_bytes()
     assert _cli(tmp_path, kind, "--kernels", "belief") == 2
@@ -298,11 +288,23 @@ def _snapshot(root):
 
 def test_refusals_keep_existing_folders(tmp_path, capsys):
     """A finished run survives --overwrite with a bad value; a foreign folder, a file as --runs-dir and a
-    folder where the figure goes are refused with one line and nothing changed."""
-    assert _cli(tmp_path, "labels") == 0
+    folder where the figure goes are refused with one line and nothing changed. A corrupted cell is
+    detected by its checksum and recomputed to the same numbers (resume is common to every kind)."""
+    assert _cli(tmp_path, "labels", "--seeds", "0,1") == 0
+    run = tmp_path / "runs" / "phen-labels"
+    with np.load(run / "per_prompt.npz") as z:
+        first = {k: z[k] for k in z.files}
+    cell = run / "cells" / "seed_1.npz"
+    cell.write_bytes(cell.read_bytes()[:-10])
+    assert _cli(tmp_path, "labels", "--seeds", "0,1") == 0
+    assert "seed_1.npz is corrupted" in capsys.readouterr().out
+    with np.load(run / "per_prompt.npz") as z:
+        assert set(z.files) == set(first) and z["metric|original|bayes|l1_oracle"].shape == (10, 3)
+        for k in first:
+            np.testing.assert_array_equal(z[k], first[k])
     capsys.readouterr()
     before = _snapshot(tmp_path)
-    for args, msg in ((["--overwrite", "--num-labels", "3"], "--mapping other needs 3"),
+    for args, msg in ((["--seeds", "0,1", "--overwrite", "--num-labels", "3"], "--mapping other needs 3"),
                       (["--overwrite", "--mapping", "bogus"], "invalid choice"),
                       (["--overwrite", "--kernels", "gram:rtol=0", "--length", "1"], "singular")):
         assert _cli(tmp_path, "labels", *args) == 2
