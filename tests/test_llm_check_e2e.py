@@ -30,13 +30,15 @@ def tiny_run(tmp_path_factory):
 @pytest.mark.smollm2
 def test_run_folder_recomputes(tiny_run):
     run, argv = tiny_run
-    for f in ("config.json", "prompts.jsonl", "results.json", "report.md", "singles.npz", "probes.json",
-              "fig2_attention_map.png", "fig3_reconstruction.png", "fig4_similarity.png", "fig5_probes.png"):
+    for f in ("config.json", "run_info.json", "prompts.jsonl", "results.json", "report.md", "singles.npz",
+              "probes.json", "fig2_attention_map.png", "fig3_reconstruction.png", "fig4_similarity.png",
+              "fig5_probes.png", "fig_position_removed.png", ".icl-kernel-run", "checksums.json"):
         assert (run / f).is_file(), f
     recs = [json.loads(s) for s in (run / "prompts.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(recs) == 10 and all(len(r["x_spans"]) == 3 for r in recs)
+    from icl_kernel.runfolder import open_existing
     from llm_check.report import load_run
-    cfg, prompts, gold, rows, logits, top = load_run(str(run))
+    cfg, info, prompts, recs, gold, rows, logits, top = load_run(open_existing(run, "llm-check"))
     # Each stored row is a softmax over the item's real tokens: sums to 1, length = prompt length.
     for p, r in zip(prompts, rows):
         assert r.shape == (30, 9, len(p.ids))
@@ -47,7 +49,7 @@ def test_run_folder_recomputes(tiny_run):
     p = prompts[3]
     out = forward(lm.model, p.ids[None], np.ones((1, len(p.ids)), bool), np.array([[p.query_pos]]))
     assert np.abs(np.asarray(out.hook_pattern[:, 0, :, 0, :]) - rows[3]).max() < 2e-4
-    lab = np.asarray(out.logits[0, 0])[cfg["label_ids"]]
+    lab = np.asarray(out.logits[0, 0])[info["label_ids"]]
     assert np.allclose(lab, logits[3], atol=2e-3)
     # The prompt text re-tokenizes to the stored ids, and x_test's span decodes to the test sentence.
     from llm_check.data import load_task
@@ -73,22 +75,27 @@ def test_run_folder_recomputes(tiny_run):
 def test_other_options_refuse_reuse(tiny_run, capsys):
     run, argv = tiny_run
     assert main(argv[:-1] + ["--seed", "5", "--quiet"]) == 2
-    assert "made with other options (seed)" in capsys.readouterr().err
+    assert "another config (differs in seed)" in capsys.readouterr().err
 
 
 @needs_data
 @pytest.mark.parametrize("extra,msg", [
     (["--task", "sst3"], "unknown task 'sst3'"),
+    (["--n-select", "-3"], "--n-select -3"),
+    (["--typos", "2.0"], "--typos 2.0"),
+    (["--encoding", "nosuch-enc"], "--encoding 'nosuch-enc'"),
     (["--task", "custom"], "--task custom needs --train-file"),
     (["--data-dir", "/nonexistent"], "--data-dir '/nonexistent' is not a folder"),
     (["--n", "70000"], "70000 demonstrations but the pool"),
     (["--limit", "1"], "--limit 1; expected at least 2"),
 ])
 def test_cli_bad_input_before_model(tmp_path, capsys, extra, msg):
-    argv = ["llm-check", "--data-dir", str(DATA), "--runs-dir", str(tmp_path), "--quiet"] + extra
+    runs = tmp_path / "runs"
+    argv = ["llm-check", "--data-dir", str(DATA), "--runs-dir", str(runs), "--quiet"] + extra
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert msg in err and err.count("\n") == 1
+    assert not runs.exists()      # nothing created on refusal
 
 
 @needs_data
@@ -129,6 +136,7 @@ def test_summarize_and_fixed_head(tiny_run, tmp_path):
     assert "| t | sst2 |" in md and "| paper GPT-J-6B | sst2 | 700 / 300 | 0.805 |" in md
     assert (tmp_path / "x-summary.png").is_file()
     # The fixed-head score (one head, computed alone) equals that head's cell of the Fig. 3 map.
+    from icl_kernel.runfolder import open_existing
     from llm_check.report import fixed_head_scores
     agree = np.loadtxt(run / "fig3_agreement.csv", delimiter=",")
-    assert fixed_head_scores(str(run), 2, 3)["agreement"] == pytest.approx(agree[2, 3])
+    assert fixed_head_scores(open_existing(run, "llm-check"), 2, 3)["agreement"] == pytest.approx(agree[2, 3])

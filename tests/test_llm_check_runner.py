@@ -6,6 +6,7 @@ import pytest
 
 from llm_check import icl
 from llm_check import prompts as P
+from llm_check.config import LLMCheckConfig
 
 
 def test_make_batches_cover_once_probe_first():
@@ -92,14 +93,14 @@ def test_eval_order_and_limit():
     from llm_check.data import Example, TaskData
     ev = [Example(f"text {i}", int(i >= 10), f"f:{i + 1}") for i in range(20)]  # class-sorted, like RT
     task = TaskData("t", ("a", "b"), ("A", "B"), ev[:2], ev)
-    t_file, g_file, _ = icl.test_texts(task, icl.RunConfig(eval_order="file", limit=5))
+    t_file, g_file, _ = icl.test_texts(task, LLMCheckConfig(eval_order="file", limit=5))
     assert t_file == [f"text {i}" for i in range(5)] and set(g_file) == {0}
-    t1, g1, s1 = icl.test_texts(task, icl.RunConfig(limit=10))
-    t2, _, _ = icl.test_texts(task, icl.RunConfig(limit=20, seed=7))  # --seed does not move the items
+    t1, g1, s1 = icl.test_texts(task, LLMCheckConfig(limit=10))
+    t2, _, _ = icl.test_texts(task, LLMCheckConfig(limit=20, seed=7))  # --seed does not move the items
     assert t2[:10] == t1 and sorted(t2) == sorted(e.text for e in ev)
     assert 0 < g1.sum() < 10  # both classes among the first 10 once shuffled
     with pytest.raises(P.PromptError, match="evaluation order 'random'"):
-        icl.test_texts(task, icl.RunConfig(eval_order="random"))
+        icl.test_texts(task, LLMCheckConfig(eval_order="random"))
 
 
 def test_empty_texts_never_used():
@@ -117,9 +118,10 @@ def test_empty_texts_never_used():
     pool = [Example("" if i % 3 == 0 else f"pool {i}", i % 2, f"p:{i}") for i in range(12)]
     ev = [Example(" " if i == 2 else f"test {i}", i % 2, f"e:{i}") for i in range(6)]
     task = TaskData("t", ("a", "b"), ("A", "B"), pool, ev)
-    prompts, gold, sources = icl.build_all(task, tok, icl.RunConfig(n=8), 10_000)
+    prompts, gold, sources, dsim = icl.build_all(task, tok, LLMCheckConfig(n=8), 10_000)
+    assert dsim is None
     assert len(prompts) == 5 and "e:2" not in sources
     for p in prompts:
         assert all(int(j) % 3 != 0 for j in p.demo_indices)
     with pytest.raises(P.PromptError, match="only 8 non-empty examples"):
-        icl.build_all(task, tok, icl.RunConfig(n=9), 10_000)
+        icl.build_all(task, tok, LLMCheckConfig(n=9), 10_000)

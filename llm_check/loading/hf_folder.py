@@ -6,6 +6,7 @@ without a second full copy in host memory.
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import struct
 
@@ -34,6 +35,36 @@ def _need(raw: dict, key: str, source):
     return raw[key]
 
 
+_MISSING = object()
+
+
+def _int(raw: dict, key: str, source, default=_MISSING, low: int = 1) -> int:
+    """A config value that must be an integer >= ``low`` (JSON numbers only; 32.0 is accepted)."""
+    v = _need(raw, key, source) if default is _MISSING else raw.get(key, default)
+    if v is None and default is not _MISSING:
+        v = default
+    ok = (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and math.isfinite(v) and v == int(v))
+    if not ok or int(v) < low:
+        raise ConfigError(f"{key}={_show(v)} in {source}; expected an integer >= {low}")
+    return int(v)
+
+
+def _float(raw, key: str, source, default, positive: bool = True) -> float:
+    v = raw.get(key, default) if isinstance(raw, dict) else default
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
+    if not ok:
+        raise ConfigError(f"{key}={_show(v)} in {source}; expected a finite number"
+                          + (" > 0" if positive else ""))
+    return float(v)
+
+
+def _show(v) -> str:
+    try:
+        return json.dumps(v)
+    except (TypeError, ValueError):
+        return repr(v)
+
+
 def config_from_hf(raw: dict, source):
     """LlamaConfig or GPTJConfig from a transformers ``config.json`` dict."""
     if raw.get("quantization_config"):
@@ -47,21 +78,29 @@ def config_from_hf(raw: dict, source):
 
         rope = raw.get("rope_parameters") or {}
         return GPTJConfig(
-            vocab_size=int(_need(raw, "vocab_size", source)),
-            n_positions=int(raw.get("n_positions", 2048)),
-            n_embd=int(_need(raw, "n_embd", source)),
-            n_layer=int(_need(raw, "n_layer", source)),
-            n_head=int(_need(raw, "n_head", source)),
-            rotary_dim=raw.get("rotary_dim", 64),
-            n_inner=raw.get("n_inner"),
+            vocab_size=_int(raw, "vocab_size", source),
+            n_positions=_int(raw, "n_positions", source, 2048),
+            n_embd=_int(raw, "n_embd", source),
+            n_layer=_int(raw, "n_layer", source),
+            n_head=_int(raw, "n_head", source),
+            rotary_dim=_int(raw, "rotary_dim", source, 64),
+            n_inner=None if raw.get("n_inner") is None else _int(raw, "n_inner", source),
             activation_function=raw.get("activation_function", "gelu_new"),
-            layer_norm_epsilon=float(raw.get("layer_norm_epsilon", 1e-5)),
-            rope_theta=float(rope.get("rope_theta", 10000.0)),
+            layer_norm_epsilon=_float(raw, "layer_norm_epsilon", source, 1e-5),
+            rope_theta=_float(rope, "rope_theta", source, 10000.0),
         )
     from llm_check.models.llama import LlamaConfig
 
-    n_head = int(_need(raw, "num_attention_heads", source))
-    d = int(_need(raw, "hidden_size", source))
+    n_head = _int(raw, "num_attention_heads", source)
+    d = _int(raw, "hidden_size", source)
+    kvh = _int(raw, "num_key_value_heads", source, n_head)
+    if n_head % kvh:
+        raise ConfigError(f"num_attention_heads={n_head} in {source} is not a multiple of num_key_value_heads={kvh}")
+    if raw.get("head_dim") is None and d % n_head:
+        raise ConfigError(f"hidden_size={d} in {source} is not a multiple of num_attention_heads={n_head} "
+                          "(and no head_dim is given)")
+    if not isinstance(raw.get("rope_parameters") or {}, dict) or not isinstance(raw.get("rope_scaling") or {}, dict):
+        raise ConfigError(f"rope_parameters/rope_scaling in {source}; expected a JSON object")
     rope = dict(raw.get("rope_parameters") or {})
     scaling = raw.get("rope_scaling") or rope
     theta = rope.get("rope_theta", raw.get("rope_theta", 10000.0))
@@ -69,8 +108,8 @@ def config_from_hf(raw: dict, source):
     if rope_type in (None, "default"):
         rope_scaling = None
     elif rope_type == "llama3":
-        rope_scaling = ("llama3", float(scaling["factor"]), float(scaling["low_freq_factor"]),
-                        float(scaling["high_freq_factor"]), float(scaling["original_max_position_embeddings"]))
+        rope_scaling = ("llama3",) + tuple(_float(scaling, k, source, None) for k in (
+            "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"))
     else:
         raise UnsupportedModelError(f"rope type {rope_type!r} in {source}; expected 'default' or 'llama3'")
     if raw.get("hidden_act", "silu") != "silu":
@@ -78,16 +117,16 @@ def config_from_hf(raw: dict, source):
     if raw.get("partial_rotary_factor", 1.0) != 1.0:
         raise UnsupportedModelError(f"partial_rotary_factor={raw['partial_rotary_factor']} in {source}; expected 1.0")
     return LlamaConfig(
-        vocab_size=int(_need(raw, "vocab_size", source)),
+        vocab_size=_int(raw, "vocab_size", source),
         hidden_size=d,
-        intermediate_size=int(_need(raw, "intermediate_size", source)),
-        num_hidden_layers=int(_need(raw, "num_hidden_layers", source)),
+        intermediate_size=_int(raw, "intermediate_size", source),
+        num_hidden_layers=_int(raw, "num_hidden_layers", source),
         num_attention_heads=n_head,
-        num_key_value_heads=int(raw.get("num_key_value_heads") or n_head),
-        head_dim=int(raw.get("head_dim") or d // n_head),
-        max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
-        rope_theta=float(theta),
-        rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+        num_key_value_heads=kvh,
+        head_dim=_int(raw, "head_dim", source, d // n_head),
+        max_position_embeddings=_int(raw, "max_position_embeddings", source, 2048),
+        rope_theta=_float({"rope_theta": theta}, "rope_theta", source, 10000.0),
+        rms_norm_eps=_float(raw, "rms_norm_eps", source, 1e-6),
         tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
         attention_bias=bool(raw.get("attention_bias", False)),
         mlp_bias=bool(raw.get("mlp_bias", False)),
