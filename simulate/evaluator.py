@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from simulate.factorised import (FactorisationError, factorised_arrays, restart_factorisation_applies,
+                                 sweep_bayes_factorised)
 from simulate.forward import hmm_arrays, sweep_bayes
 from simulate.metrics import argmax_agree, l1
 from simulate.runtime import batch_sharding
@@ -158,8 +160,33 @@ class Evaluation(NamedTuple):
     kernels: tuple
 
 
-def make_evaluator(hmm: HMM, prepared: PreparedKernels, labels, grid, dtype):
-    """A jitted function ``(demos_x [P,N,l], demos_y [P,N], x_test [P,l], task [P]) -> Evaluation``."""
+FORWARDS = ("auto", "factorised", "general")
+
+
+def choose_forward(hmm: HMM, labels, length: int | None, forward: str = "auto") -> str:
+    """The Bayes pass to use: ``factorised`` where the restart factorisation holds, else ``general``.
+
+    ``forward="general"`` forces the prompt-long scan (the reference); ``"factorised"`` demands the
+    factorisation and raises :class:`simulate.factorised.FactorisationError` naming the failed check.
+    """
+    if forward not in FORWARDS:
+        raise KernelError(f"forward {forward!r}, expected one of {', '.join(FORWARDS)}")
+    if forward == "general" or length is None:
+        return "general"
+    ok, reason = restart_factorisation_applies(hmm, labels, length)
+    if forward == "factorised" and not ok:
+        raise FactorisationError(f"--forward factorised: the restart factorisation does not apply: {reason}")
+    return "factorised" if ok else "general"
+
+
+def make_evaluator(hmm: HMM, prepared: PreparedKernels, labels, grid, dtype, *, length: int | None = None,
+                   forward: str = "general"):
+    """A jitted function ``(demos_x [P,N,l], demos_y [P,N], x_test [P,l], task [P]) -> Evaluation``.
+
+    ``forward`` (see :func:`choose_forward`; needs ``length`` for anything but ``general``) picks the
+    Bayes pass: the restart factorisation (per-demonstration likelihoods and cumulative sums) or
+    the general scan over the whole prompt. Both give the same numbers to rounding (tested).
+    """
     A = hmm_arrays(hmm, jnp.dtype(dtype))
     labels_j = jnp.asarray(labels, jnp.int32)
     grid = tuple(int(n) for n in grid)
@@ -167,9 +194,14 @@ def make_evaluator(hmm: HMM, prepared: PreparedKernels, labels, grid, dtype):
     blocks = prepared.blocks
     mats = [jnp.asarray(k.inverses, jnp.float64) if isinstance(k, MatrixKernel) else None
             for k in prepared.kernels]
+    path = choose_forward(hmm, labels, length, forward)
+    F = factorised_arrays(hmm, labels, length, jnp.dtype(dtype)) if path == "factorised" else None
 
     def evaluate(demos_x, demos_y, x_test, task) -> Evaluation:
-        sb = sweep_bayes(A, demos_x, demos_y, x_test, task, labels_j, grid)
+        if F is not None:
+            sb = sweep_bayes_factorised(F, demos_x, demos_y, x_test, task, grid)
+        else:
+            sb = sweep_bayes(A, demos_x, demos_y, x_test, task, labels_j, grid)
         lab_idx = jnp.argmax(demos_y[..., None] == labels_j, axis=-1)
         if any(isinstance(k, MatrixKernel) for k in prepared.kernels):
             phi_d = tk.operator_features(hmm, demos_x, blocks, xp=jnp)

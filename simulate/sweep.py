@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 
 from icl_kernel.errors import UserError
 from icl_kernel.runfolder import RunFolder, RunFolderError, config_form, is_run_folder, open_existing
-from simulate.evaluator import (COMMON_METRICS, KERNEL_METRICS, evaluate_prompts, make_evaluator,
-                                prepare_kernels, prompt_metrics)
+from simulate.evaluator import (COMMON_METRICS, FORWARDS, KERNEL_METRICS, choose_forward, evaluate_prompts,
+                                make_evaluator, prepare_kernels, prompt_metrics)
 from simulate.metrics import bootstrap_mean, loglog_slope
 from simulate.presets import build_preset, preset_defaults
 from simulate.sampling import Prompts, sample_prompts, task_prior
@@ -69,6 +69,7 @@ class SweepConfig:
     dtype: str = "float32"
     save_predictions: int = 0
     curve: bool = False  # also every n = 1..max(grid): cells hold [P, max(grid)], the summary a mean curve
+    forward: str = "auto"  # Bayes pass: auto (factorised where it applies), factorised, general
 
     def validate(self) -> None:
         g = list(self.grid)
@@ -89,6 +90,8 @@ class SweepConfig:
             raise SweepConfigError(f"input length {self.length}, expected an integer l >= 1")
         if self.label_mode not in ("sample", "argmax"):
             raise SweepConfigError(f"label mode {self.label_mode!r}, expected 'sample' or 'argmax'")
+        if self.forward not in FORWARDS:
+            raise SweepConfigError(f"forward {self.forward!r}, expected one of {', '.join(FORWARDS)}")
         if self.dtype not in ("float32", "float64"):
             raise SweepConfigError(f"dtype {self.dtype!r}, expected float32 or float64")
         if self.labels == "auto" and (not _is_int(self.num_labels) or self.num_labels < 1):
@@ -145,6 +148,7 @@ def resolve(cfg: SweepConfig) -> tuple[dict, HMM]:
                save_predictions=int(cfg.save_predictions))
     if cfg.curve:
         out["curve"] = True  # absent for grid-only sweeps: their configs (and folders) are unchanged
+    out["forward"] = choose_forward(hmm, labels, cfg.length, cfg.forward)
     if cfg.preset == "custom":
         out["hmm_sha256"] = _sha256_arrays(hmm)
     return out, hmm
@@ -230,7 +234,8 @@ def run_sweep(cfg: SweepConfig, out_dir, *, overwrite: bool = False, quiet: bool
             if prepared is None:
                 prepared = prepare_kernels(hmm, specs, resolved["length"])
             rf.write_json("kernels.json", prepared.infos)
-            evaluate = make_evaluator(hmm, prepared, resolved["labels"], evaluated_ns(resolved), resolved["dtype"])
+            evaluate = make_evaluator(hmm, prepared, resolved["labels"], evaluated_ns(resolved), resolved["dtype"],
+                                      length=resolved["length"], forward=resolved["forward"])
             P, N = resolved["prompts_per_seed"], max(resolved["grid"])
             bar = tqdm(total=len(todo) * P, unit="prompt", disable=quiet, delay=2.0,
                        desc=f"sweep {out.name}", dynamic_ncols=True)

@@ -111,6 +111,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="kernels, space-separated: gram, pretrain, task, belief, predictive; options after a colon, "
                         "e.g. 'belief:beta=20 gram:rtol=1e-8 pretrain:ridge=1e-6,mc_samples=50000'")
     g.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="forward-pass precision")
+    g.add_argument("--forward", choices=["auto", "factorised", "general"], default="auto",
+                   help="Bayes pass: the restart factorisation (per-demonstration likelihoods, every n in one pass) "
+                        "where the HMM satisfies it, else the general prompt-long scan; 'general' forces the scan")
     g.add_argument("--save-predictions", type=at.nonnegative_int, default=0, metavar="K",
                    help="also save the Bayes, Oracle and kernel vectors of the first K prompts")
     g = p.add_argument_group("run")
@@ -127,7 +130,7 @@ def config_from_args(args):
                        grid=tuple(args.grid[0]), curve=args.grid[1], seeds=tuple(args.seeds), prompts_per_seed=args.prompts,
                        length=args.length, labels=tuple(args.labels) if args.labels else "auto",
                        num_labels=args.num_labels, label_mode=args.label_mode, task=args.task,
-                       kernels=tuple(args.kernels), dtype=args.dtype, save_predictions=args.save_predictions)
+                       kernels=tuple(args.kernels), dtype=args.dtype, forward=args.forward, save_predictions=args.save_predictions)
 
 
 def run(args) -> int:

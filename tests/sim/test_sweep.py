@@ -287,3 +287,25 @@ def test_label_no_state_can_emit(tmp_path):
         check_labels(h2, [1, 3])
     with pytest.raises(HMMError, match="empty"):
         check_labels(h2, [])
+
+
+def test_factorised_and_general_sweeps_agree(tmp_path):
+    """The sweep picks the restart factorisation for the han preset; forcing the general scan gives the same
+    per-prompt numbers (float64), and a leaky restart falls back to the general scan."""
+    from icl_kernel.runfolder import open_existing
+
+    cfg = dict(prompts_per_seed=6, seeds=(0,), dtype="float64", grid=(1, 3, 8), kernels=("predictive", "gram"))
+    run_sweep(small_cfg(**cfg), tmp_path / "f", quiet=True)
+    run_sweep(small_cfg(forward="general", **cfg), tmp_path / "g", quiet=True)
+    rf, rg = open_existing(tmp_path / "f"), open_existing(tmp_path / "g")
+    assert rf.config()["forward"] == "factorised" and rg.config()["forward"] == "general"
+    a, b = rf.load_npz("cells/seed_0.npz"), rg.load_npz("cells/seed_0.npz")
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-9, atol=1e-12, err_msg=k)
+    leaky = small_cfg(preset_params=dict(num_tasks=2, num_states=6, num_tokens=8, leak=0.1), **cfg)
+    run_sweep(leaky, tmp_path / "l", quiet=True)
+    assert open_existing(tmp_path / "l").config()["forward"] == "general"
+    with pytest.raises(ValueError, match="restart factorisation does not apply"):
+        run_sweep(small_cfg(preset_params=dict(num_tasks=2, num_states=6, num_tokens=8, leak=0.1),
+                            forward="factorised", **cfg), tmp_path / "x", quiet=True)
+    assert not (tmp_path / "x").exists()
