@@ -1,0 +1,426 @@
+r"""A GPT-J pretrained on p_pre, scored on a sweep's prompts against exact Bayes, the Oracle and the kernels.
+
+``run_transformer_check(config, run_dir)`` reads a ``pretrain`` run folder (the model) and a
+``sweep`` run folder (its HMM, labels, grid and ``prompts/seed_S.npz``), so the transformer, exact
+Bayes and every kernel are scored on the *same* prompts. The model reads ``BOS x_1 y_1 δ … x_n y_n δ
+x_test`` (a prefix of a p_pre document, as in training) and
+
+* its next-token distribution at the last x_test token, renormalised over the label set Y, is
+  compared with Bayes and the Oracle at every n of the grid (L1, argmax agreement), on the same
+  axes as each kernel's estimate ŷ_n;
+* at the largest n, every head's attention row from the last x_test token is read at each
+  demonstration's label y_i, at the delimiter after it, and summed over its span [x_i, y_i, δ],
+  normalised over the demonstrations, and compared with each kernel's normalised weights
+  K(x_test, x_i) / Σ_j K(x_test, x_j): mean per-prompt Pearson and Spearman correlation and the L1
+  distance between the two weight vectors; the reconstruction ỹ = Σ_i a_i e(y_i) is scored against
+  the transformer's own prediction and against Bayes. Heads are selected on one half of the
+  prompts (even positions) and reported on the other half (odd positions), as in the paper's §5.5;
+* baselines beside every number: uniform weights (the label-frequency estimator), the kernel's
+  weights shuffled within each prompt, and a head drawn at random.
+
+Run folder (through :mod:`icl_kernel.runfolder`)::
+
+    config.json             model and sweep folders (with their config hashes), kernels, seeds
+    cells/seed_S.npz        per prompt: transformer, Bayes, Oracle, kernel ŷ ``[P, G, |Y|]``;
+                            attention reads ``[P, L, H, 3, N]``; kernel weights ``[P, k, N]``
+    metrics.csv             per method and n: L1 to Bayes, L1 to Oracle, accuracy vs Oracle
+    summary.json            the above means, per-head correlation maps and the selected heads
+    error_vs_n.png, head_map.png, attention_scatter.png
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from icl_kernel.errors import UserError
+from icl_kernel.runfolder import RunFolder, open_existing
+from llm_check import train
+from llm_check import transformer_check_plots as plots
+from llm_check.models import forward
+from simulate.evaluator import MatrixKernel, prepare_kernels
+from simulate.forward import hmm_arrays, prompt_tokens, sweep_bayes
+from simulate.sampling import Prompts
+from simulate.sweep import load_prompts, load_run_hmm
+from theory import kernels as tk
+from theory.hmm import HMM
+
+COMMAND = "transformer-check"
+READS = ("label", "delim", "span")
+
+
+class TransformerCheckError(UserError):
+    """An unusable model/sweep pair or option (one-line message)."""
+
+
+@dataclass
+class CheckConfig:
+    model_run: str
+    sweep_run: str
+    kernels: tuple | None = None      # default: the sweep's kernels
+    seeds: tuple | None = None        # default: every sweep seed with saved prompts
+    chunk: int = 128
+    seed: int = 0                     # shuffles and the random head
+
+
+# ------------------------------------------------------------------ positions and reads
+
+
+class DemoPositions(NamedTuple):
+    """Token positions of each demonstration i < n in ``BOS x_1 y_1 δ … x_n y_n δ x_test`` (``[n]`` each).
+
+    ``span_start .. span_end`` (inclusive) covers x_i, y_i and δ; ``query`` is the last x_test token.
+    """
+
+    label: np.ndarray
+    delim: np.ndarray
+    span_start: np.ndarray
+    span_end: np.ndarray
+    query: int
+
+
+def demo_positions(n: int, length: int, offset: int = 1) -> DemoPositions:
+    start = offset + np.arange(n) * (length + 2)
+    return DemoPositions(start + length, start + length + 1, start, start + length + 1,
+                         offset + n * (length + 2) + length - 1)
+
+
+def model_inputs(pr: Prompts, n: int, delim: int, bos: int) -> np.ndarray:
+    """``[P, 1 + n(l+2) + l]`` token ids: BOS, then the n-demonstration prompt."""
+    body = np.asarray(prompt_tokens(np.asarray(pr.demos_x), np.asarray(pr.demos_y), np.asarray(pr.x_test), n, delim))
+    return np.concatenate([np.full((body.shape[0], 1), bos, np.int32), body.astype(np.int32)], axis=1)
+
+
+def attention_reads(rows, pos: DemoPositions) -> np.ndarray:
+    """Attention rows ``[..., S]`` → per-demonstration weights ``[..., 3, n]`` (label, delim, span),
+    each normalised over the demonstrations."""
+    rows = np.asarray(rows, np.float64)
+    csum = np.concatenate([np.zeros(rows.shape[:-1] + (1,)), np.cumsum(rows, -1)], -1)
+    span = csum[..., pos.span_end + 1] - csum[..., pos.span_start]
+    out = np.stack([rows[..., pos.label], rows[..., pos.delim], span], axis=-2)
+    return out / out.sum(-1, keepdims=True)
+
+
+# ------------------------------------------------------------------ comparisons
+
+
+def _pearson(a, b):
+    """Per-row Pearson correlation over the last axis (NaN where either row is constant)."""
+    a = a - a.mean(-1, keepdims=True)
+    b = b - b.mean(-1, keepdims=True)
+    den = np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 1e-300, (a * b).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _ranks(x):
+    """Average ranks over the last axis (ties share their mean rank), like scipy.stats.rankdata."""
+    x = np.asarray(x, float)
+    order = np.argsort(x, axis=-1, kind="stable")
+    sx = np.take_along_axis(x, order, -1)
+    n = x.shape[-1]
+    ranks_sorted = np.broadcast_to(np.arange(n, dtype=float), x.shape).copy()
+    # average over runs of ties
+    flat_s = sx.reshape(-1, n)
+    flat_r = ranks_sorted.reshape(-1, n)
+    for r in range(flat_s.shape[0]):
+        i = 0
+        while i < n:
+            j = i
+            while j + 1 < n and flat_s[r, j + 1] == flat_s[r, i]:
+                j += 1
+            if j > i:
+                flat_r[r, i:j + 1] = (i + j) / 2.0
+            i = j + 1
+    out = np.empty_like(x)
+    np.put_along_axis(out, order, flat_r.reshape(x.shape), -1)
+    return out
+
+
+def compare_weights(att, ker):
+    """Per-prompt Pearson, Spearman and L1 between weight vectors ``att [..., n]`` and ``ker [..., n]``."""
+    att = np.asarray(att, float)
+    ker = np.broadcast_to(np.asarray(ker, float), att.shape)
+    return dict(pearson=_pearson(att, ker), spearman=_pearson(_ranks(att), _ranks(ker)),
+                l1=np.abs(att - ker).sum(-1))
+
+
+def reconstruct(weights, label_idx, num_labels: int):
+    """ỹ = Σ_i a_i e(y_i): ``weights [..., n]``, ``label_idx [P, n]`` → ``[..., |Y|]``."""
+    onehot = (np.asarray(label_idx)[..., None] == np.arange(num_labels)).astype(float)   # [P, n, Y]
+    w = np.asarray(weights, float)
+    extra = w.ndim - onehot.ndim + 1
+    oh = onehot.reshape(onehot.shape[:1] + (1,) * (extra) + onehot.shape[1:])
+    return (w[..., None] * oh).sum(-2)
+
+
+def normalised(k):
+    k = np.asarray(k, float)
+    return k / k.sum(-1, keepdims=True)
+
+
+def kernel_values(hmm: HMM, prepared, demos_x, x_test, task) -> np.ndarray:
+    """K(x_test, x_i) for every prepared kernel: ``[P, k, N]`` float64 (as the evaluator computes them)."""
+    out = []
+    phi = None
+    for k in prepared.kernels:
+        if isinstance(k, MatrixKernel):
+            if phi is None:
+                phi = (tk.operator_features(hmm, x_test, prepared.blocks), tk.operator_features(hmm, demos_x, prepared.blocks))
+            phi_t, phi_d = phi
+            u = np.einsum("pf,pfg->pg", phi_t, k.inverses[task]) if k.per_task else phi_t @ k.inverses[0]
+            out.append(np.einsum("pf,pnf->pn", u, phi_d))
+        else:
+            fn = tk.belief_features if k.spec.name == "belief" else tk.predictive_features
+            out.append(tk.kernel_values_vector(fn(hmm, x_test), fn(hmm, demos_x), k.spec.beta))
+    return np.stack(out, axis=1)
+
+
+# ------------------------------------------------------------------ one seed
+
+
+class SeedResult(NamedTuple):
+    """One seed's arrays (prompt axis first)."""
+
+    transformer: np.ndarray   # [P, G, Y]
+    bayes: np.ndarray         # [P, G, Y]
+    oracle: np.ndarray        # [P, Y]
+    kernel_yhat: np.ndarray   # [P, k, G, Y]
+    attention: np.ndarray     # [P, L, H, 3, N]  reads at n = N
+    kernel_values: np.ndarray  # [P, k, N]
+    label_idx: np.ndarray     # [P, N]
+
+
+def run_seed(model, hmm: HMM, prepared, pr: Prompts, labels, grid, bos: int, chunk: int) -> SeedResult:
+    labels = np.asarray(labels, np.int32)
+    N = max(grid)
+    l = pr.demos_x.shape[-1]
+    with jax.enable_x64(True):
+        A = hmm_arrays(hmm, jnp.float64)
+        sb = sweep_bayes(A, jnp.asarray(pr.demos_x), jnp.asarray(pr.demos_y), jnp.asarray(pr.x_test),
+                         jnp.asarray(pr.task), jnp.asarray(labels), tuple(grid))
+        bayes = np.moveaxis(np.asarray(sb.bayes), 0, 1)
+        oracle = np.asarray(sb.oracle)
+    demos_x, demos_y = np.asarray(pr.demos_x)[:, :N], np.asarray(pr.demos_y)[:, :N]
+    Kv = kernel_values(hmm, prepared, demos_x, np.asarray(pr.x_test), np.asarray(pr.task))
+    label_idx = np.argmax(demos_y[..., None] == labels, axis=-1)
+    yhat = np.stack([np.moveaxis(tk.kernel_regression(Kv[:, j], label_idx, len(labels), grid)[0], 0, 1)
+                     for j in range(Kv.shape[1])], axis=1)
+    P = pr.x_test.shape[0]
+    trans = np.zeros((P, len(grid), len(labels)))
+    att = None
+    for g, n in enumerate(grid):
+        ids = model_inputs(pr, n, int(hmm.delim), bos)
+        pos = demo_positions(n, l)
+        for a in range(0, P, chunk):
+            out = forward(model, ids[a:a + chunk], capture_positions=np.full((min(chunk, P - a), 1), pos.query))
+            logits = np.asarray(out.logits[:, 0], np.float64)
+            p = np.exp(logits - logits.max(-1, keepdims=True))
+            py = p[:, labels]
+            trans[a:a + chunk, g] = py / py.sum(-1, keepdims=True)
+            if n == N:
+                rows = np.asarray(out.hook_pattern[:, :, :, 0]).transpose(1, 0, 2, 3)     # [B, L, H, S]
+                reads = attention_reads(rows, pos)
+                if att is None:
+                    att = np.zeros((P,) + reads.shape[1:])
+                att[a:a + chunk] = reads
+    return SeedResult(trans, bayes, oracle, yhat, att, Kv, label_idx)
+
+
+# ------------------------------------------------------------------ summary
+
+
+def l1(a, b):
+    return np.abs(np.asarray(a) - np.asarray(b)).sum(-1)
+
+
+def agree(a, b):
+    return (np.argmax(a, -1) == np.argmax(b, -1)).astype(float)
+
+
+def curve_metrics(res: SeedResult, kernel_labels) -> list[dict]:
+    """Per method and n: mean L1 to Bayes, L1 to Oracle, accuracy vs Oracle, agreement with Bayes."""
+    oracle = res.oracle[:, None]
+    rows = []
+    methods = [("transformer", res.transformer)] + [(f"kernel:{k}", res.kernel_yhat[:, j]) for j, k in enumerate(kernel_labels)]
+    methods.append(("bayes", res.bayes))
+    for name, pred in methods:
+        rows.append(dict(method=name, l1_bayes=l1(pred, res.bayes).mean(0), l1_oracle=l1(pred, oracle).mean(0),
+                         acc_oracle=agree(pred, oracle).mean(0), agree_bayes=agree(pred, res.bayes).mean(0)))
+    return rows
+
+
+def head_analysis(res: SeedResult, kernel_labels, num_labels: int, seed: int) -> dict:
+    """Per kernel and read: head maps, the head selected on even prompts, held-out (odd) numbers, baselines."""
+    P, L, H, _, N = res.attention.shape
+    sel, rep = np.arange(0, P, 2), np.arange(1, P, 2)
+    rng = np.random.default_rng(seed)
+    rand_head = (int(rng.integers(L)), int(rng.integers(H)))
+    trans_N, bayes_N = res.transformer[:, -1], res.bayes[:, -1]
+    uniform = np.full((P, N), 1.0 / N)
+    perm = np.argsort(rng.random((P, N)), axis=-1)
+    out = dict(layers=L, heads=H, n=N, select_prompts=int(sel.size), report_prompts=int(rep.size),
+               random_head=list(rand_head), kernels={}, reconstruction={})
+    for r, read in enumerate(READS):
+        a = res.attention[:, :, :, r]                               # [P, L, H, N]
+        y_rec = reconstruct(a, res.label_idx, num_labels)          # [P, L, H, Y]
+        to_t = l1(y_rec, trans_N[:, None, None])
+        to_b = l1(y_rec, bayes_N[:, None, None])
+        best = np.unravel_index(np.argmin(to_t[sel].mean(0)), (L, H))
+        u_rec = reconstruct(uniform, res.label_idx, num_labels)
+        out["reconstruction"][read] = dict(
+            head=[int(best[0]), int(best[1])],
+            l1_to_transformer=float(to_t[rep][:, best[0], best[1]].mean()),
+            l1_to_bayes=float(to_b[rep][:, best[0], best[1]].mean()),
+            uniform_l1_to_transformer=float(l1(u_rec, trans_N)[rep].mean()),
+            uniform_l1_to_bayes=float(l1(u_rec, bayes_N)[rep].mean()),
+            random_head_l1_to_transformer=float(to_t[rep][:, rand_head[0], rand_head[1]].mean()),
+            map_l1_to_transformer=to_t.mean(0).tolist())
+        for j, kname in enumerate(kernel_labels):
+            w = normalised(res.kernel_values[:, j])                  # [P, N]
+            c = compare_weights(a, w[:, None, None])               # each [P, L, H]
+            pear_sel = np.nanmean(c["pearson"][sel], 0)
+            if np.all(np.isnan(pear_sel)):
+                continue
+            h = np.unravel_index(np.nanargmax(pear_sel), (L, H))
+            a_h = a[:, h[0], h[1]]
+            shuf = compare_weights(a_h, np.take_along_axis(w, perm, -1))
+            rnd = {k: v[:, rand_head[0], rand_head[1]] for k, v in c.items()}
+            uni = compare_weights(uniform, w)
+            out["kernels"].setdefault(kname, {})[read] = dict(
+                head=[int(h[0]), int(h[1])],
+                map_pearson=np.nanmean(c["pearson"], 0).tolist(),
+                **{f"{m}": float(np.nanmean(c[m][rep][:, h[0], h[1]])) for m in ("pearson", "spearman", "l1")},
+                **{f"shuffled_{m}": float(np.nanmean(shuf[m][rep])) for m in ("pearson", "spearman", "l1")},
+                **{f"random_head_{m}": float(np.nanmean(rnd[m][rep])) for m in ("pearson", "spearman", "l1")},
+                uniform_l1=float(uni["l1"][rep].mean()),
+                kernel_yhat_l1_to_transformer=float(l1(res.kernel_yhat[rep, j, -1], trans_N[rep]).mean()))
+    return out
+
+
+def concat(results: list[SeedResult]) -> SeedResult:
+    return SeedResult(*[np.concatenate(x, axis=0) for x in zip(*results)])
+
+
+# ------------------------------------------------------------------ the run
+
+
+def _sha(rf: RunFolder, rel: str) -> str:
+    return hashlib.sha256(rf.read_bytes(rel)).hexdigest()
+
+
+def resolve(cfg: CheckConfig):
+    """Open and check both run folders (nothing is written): (resolved, model, hmm, prepared, sweep rf)."""
+    m_rf = open_existing(cfg.model_run, train.COMMAND)
+    model, m_cfg, train_hmm = train.load_trained(cfg.model_run)
+    s_rf = open_existing(cfg.sweep_run, "sweep")
+    s_cfg = s_rf.read_json("config.json")
+    hmm = load_run_hmm(s_rf)
+    bos = int(m_cfg["bos"])
+    vocab = model.config.vocab_size
+    if hmm.num_tokens > bos:
+        raise TransformerCheckError(f"sweep {cfg.sweep_run} uses tokens 0..{hmm.num_tokens - 1} but model {cfg.model_run} "
+                                    f"was trained on tokens 0..{bos - 1} (vocabulary {vocab} with BOS); expected a sweep "
+                                    "of the model's pretraining distribution")
+    grid = [int(n) for n in s_cfg["grid"]]
+    length = int(s_cfg["length"])
+    need = 1 + max(grid) * (length + 2) + length
+    if need > model.config.n_positions:
+        raise TransformerCheckError(f"the sweep's largest prompt (n={max(grid)}, l={length}) needs {need} positions but "
+                                    f"the model's context is {model.config.n_positions}; expected a sweep with "
+                                    f"n*(l+2)+l+1 <= {model.config.n_positions}")
+    saved = [s for s in s_cfg["seeds"] if s_rf.exists(f"prompts/seed_{s}.npz")]
+    seeds = list(cfg.seeds) if cfg.seeds else saved
+    missing = [s for s in seeds if s not in saved]
+    if missing or not seeds:
+        raise TransformerCheckError(f"sweep {cfg.sweep_run} has no saved prompts for seed(s) {missing or seeds}; "
+                                    f"expected some of {saved}")
+    kernels = list(cfg.kernels) if cfg.kernels else list(s_cfg["kernels"])
+    specs = [tk.parse_kernel(k) for k in kernels]
+    if not isinstance(cfg.chunk, int) or cfg.chunk < 1:
+        raise TransformerCheckError(f"chunk {cfg.chunk!r}, expected an integer >= 1")
+    with jax.enable_x64(True):
+        prepared = prepare_kernels(hmm, specs, length)
+    same_hmm = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(hmm, train_hmm))
+    resolved = dict(model_run=str(Path(cfg.model_run).resolve()), model_state_sha256=_sha(m_rf, "state.npz"),
+                    sweep_run=str(Path(cfg.sweep_run).resolve()), sweep_config_sha256=_sha(s_rf, "config.json"),
+                    kernels=[s.label for s in specs], seeds=[int(s) for s in seeds], grid=grid, length=length,
+                    labels=[int(y) for y in s_cfg["labels"]], seed=int(cfg.seed), same_hmm=bool(same_hmm), bos=bos)
+    return resolved, model, hmm, prepared, s_rf
+
+
+def run_transformer_check(cfg: CheckConfig, out_dir, *, overwrite: bool = False, quiet: bool = False,
+                          log=print) -> dict:
+    resolved, model, hmm, prepared, s_rf = resolve(cfg)
+    if not resolved["same_hmm"]:
+        log("warning: the sweep's HMM is not the model's pretraining HMM; Bayes refers to the sweep's HMM")
+    grid, labels = resolved["grid"], resolved["labels"]
+    with RunFolder.create(Path(out_dir), command=COMMAND, config=resolved, overwrite=overwrite, log=log) as rf:
+        results = []
+        for s in tqdm(resolved["seeds"], desc="transformer-check", disable=quiet, unit="seed"):
+            rel = f"cells/seed_{s}.npz"
+            if rf.is_done(rel):
+                results.append(SeedResult(**rf.load_npz(rel)))
+                continue
+            res = run_seed(model, hmm, prepared, load_prompts(s_rf, s), labels, grid, resolved["bos"], cfg.chunk)
+            rf.savez(rel, **res._asdict())
+            results.append(res)
+        res = concat(results)
+        curves = curve_metrics(res, resolved["kernels"])
+        heads = head_analysis(res, resolved["kernels"], len(labels), resolved["seed"])
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["method", "n", "l1_bayes", "l1_oracle", "acc_oracle", "agree_bayes"])
+        for row in curves:
+            for g, n in enumerate(grid):
+                w.writerow([row["method"], n] + [f"{row[k][g]:.6g}" for k in ("l1_bayes", "l1_oracle", "acc_oracle", "agree_bayes")])
+        rf.write_text("metrics.csv", buf.getvalue())
+        summary = dict(config=resolved, num_prompts=int(res.transformer.shape[0]),
+                       curves={r["method"]: {k: np.asarray(v).tolist() for k, v in r.items() if k != "method"}
+                               for r in curves},
+                       posterior_note="bayes row: l1_bayes is 0 by definition; l1_oracle is the Bayes-vs-Oracle line",
+                       heads=heads)
+        rf.write_json("summary.json", summary)
+        with rf.atomic_path("error_vs_n.png") as tmp:
+            plots.error_vs_n(summary, tmp)
+        with rf.atomic_path("head_map.png") as tmp:
+            plots.head_map(summary, tmp)
+        with rf.atomic_path("attention_scatter.png") as tmp:
+            plots.scatter(summary, res, tmp)
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    grid = summary["config"]["grid"]
+    c = summary["curves"]
+    lines = [f"prompts: {summary['num_prompts']}  n: {grid}",
+             "method                 " + " ".join(f"{n:>6d}" for n in grid)]
+    for name, row in c.items():
+        if name == "bayes":
+            lines.append(f"{'Bayes L1 to Oracle':22s} " + " ".join(f"{v:6.3f}" for v in row["l1_oracle"]))
+            continue
+        lines.append(f"{name[:22]:22s} L1→Bayes  " + " ".join(f"{v:6.3f}" for v in row["l1_bayes"]))
+        lines.append(f"{'':22s} L1→Oracle " + " ".join(f"{v:6.3f}" for v in row["l1_oracle"]))
+        lines.append(f"{'':22s} acc Oracle" + " ".join(f"{v:6.3f}" for v in row["acc_oracle"]))
+    h = summary["heads"]
+    lines.append(f"heads: selected on {h['select_prompts']} prompts, reported on {h['report_prompts']} (n = {h['n']})")
+    for kname, reads in h["kernels"].items():
+        for read, r in reads.items():
+            lines.append(f"  {kname:22s} {read:5s} head L{r['head'][0]}H{r['head'][1]}: pearson {r['pearson']:.3f} "
+                         f"spearman {r['spearman']:.3f} L1 {r['l1']:.3f} | shuffled {r['shuffled_pearson']:.3f} "
+                         f"random head {r['random_head_pearson']:.3f} uniform L1 {r['uniform_l1']:.3f}")
+    for read, r in h["reconstruction"].items():
+        lines.append(f"  reconstruction {read:5s} head L{r['head'][0]}H{r['head'][1]}: L1 to transformer "
+                     f"{r['l1_to_transformer']:.3f} (uniform {r['uniform_l1_to_transformer']:.3f}, random head "
+                     f"{r['random_head_l1_to_transformer']:.3f}); L1 to Bayes {r['l1_to_bayes']:.3f} "
+                     f"(uniform {r['uniform_l1_to_bayes']:.3f})")
+    return "\n".join(lines)
