@@ -1,0 +1,420 @@
+r"""Exact Bayes at every n from per-demonstration likelihoods: the restart factorisation.
+
+When T never moves between task blocks and the delimiter restarts every state of task θ exactly
+to θ's start s_θ (Assumption 1 with no leak), the prompt x_1 y_1 δ … x_n y_n δ x_test factorises
+over the tasks. With p0|θ = p0 restricted to θ's block (not normalised: its mass is the prior π_θ)
+and M_y w_δ = diag(b_y) T w_δ, every term is a product of per-demonstration likelihoods:
+
+.. math::
+    P(\text{prompt}_n, y) = \sum_θ \ell^{(1)}_θ(x_1, y_1) \prod_{2 \le i \le n} \ell_θ(x_i, y_i)
+                            \; s_θ^\top T_{x_{test}} b_y,
+    \qquad \ell_θ(x, y) = s_θ^\top T_x \operatorname{diag}(b_y) T w_δ,
+
+where ℓ⁽¹⁾_θ is the same with p0|θ in place of s_θ (the first demonstration is scored from p0,
+exactly as the general forward does). So log ℓ for every (prompt, demonstration, task) comes from
+one batched scan of l steps over b×b blocks, log Π_{i≤n} ℓ is a cumulative sum over
+demonstrations, and Bayes, the evidence and the posterior over tasks follow for **every** n at
+once (:func:`bayes_curve`); :func:`sweep_bayes_factorised` is the gather at a grid and returns
+the same :class:`simulate.forward.SweepBayes` as :func:`simulate.forward.sweep_bayes`.
+
+Numerics: every message is renormalised per (demonstration, task) after each token and the log
+normalisers are accumulated, so nothing underflows in a demonstration; the cumulative sums are
+taken of log ℓ minus its per-demonstration maximum over tasks (the true task's term stays near 0),
+and the posterior is a softmax, so n = 10⁴ demonstrations are as stable as n = 1.
+Token id ``-1`` in x is padding (the identity step), as in :mod:`simulate.forward`.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from icl_kernel.errors import UserError
+from simulate.forward import SweepBayes
+from theory.hmm import HMM
+
+
+class FactorisationError(UserError):
+    """The restart factorisation does not hold for this HMM (the reason names the failed check)."""
+
+
+# ------------------------------------------------------------------ when it applies
+
+
+def _refusal(hmm: HMM, labels=None, length: int | None = None, tol: float = 0.0) -> str:
+    """The first failed check as a one-line reason, or "" when the factorisation applies."""
+    T, R = np.asarray(hmm.T, float), np.asarray(hmm.R, float)
+    starts = np.asarray(hmm.task_start, float)
+    tos = np.asarray(hmm.task_of_state)
+    K = starts.shape[0]
+    # 1. block structure: T never moves between task blocks (demonstrations stay in θ's block).
+    cross = tos[:, None] != tos[None, :]
+    if np.any(np.where(cross, T, 0.0) > tol):
+        i, j = np.unravel_index(np.argmax(np.where(cross, T, 0)), T.shape)
+        return (f"block structure: T moves between tasks (T[{i},{j}] = {T[i, j]:.3g} from task {tos[i]} "
+                f"to task {tos[j]})")
+    # 2. each task's start lies inside its own block.
+    for k in range(K):
+        outside = starts[k][tos != k].sum()
+        if outside > tol:
+            return f"task {k}'s start puts mass {outside:.3g} on other tasks' states"
+    # 3. restart (Assumption 1, no leak): R[s] = s_task(s) for every state s.
+    gap = np.abs(R - starts[tos]).sum(axis=1) / 2
+    if gap.max() > tol:
+        s = int(np.argmax(gap))
+        return (f"restart: the delimiter does not send state {s} exactly to task {tos[s]}'s start "
+                f"(total-variation gap {gap[s]:.3g}: a leak or no restart)")
+    if labels is None or length is None:
+        return ""
+    # 4. every task produces every label after a delimiter-free x of length l (else its ℓ, its
+    #    Oracle and its prompts are undefined): Z_θ,y = s_θᵀ (diag(1 − b_δ) T)^l b_y > 0.
+    B = np.asarray(hmm.B, float)
+    lab = np.asarray(labels, int).ravel()
+    for k in range(K):
+        for y in lab:
+            if not np.any(B[tos == k, y] > 0):
+                return f"task {k} cannot emit label {int(y)} (B[:, {int(y)}] is zero on all its states)"
+    M = (1.0 - B[:, int(hmm.delim)])[:, None] * T
+    v = B[:, lab]
+    for _ in range(int(length)):
+        v = M @ v
+    Z = starts @ v
+    bad = np.argwhere(Z <= 0)
+    if bad.size:
+        k, j = (int(i) for i in bad[0])
+        return (f"task {k} cannot produce a delimiter-free x of length {int(length)} followed by label "
+                f"{int(lab[j])} (probability 0)")
+    return ""
+
+
+def restart_factorisation_applies(hmm: HMM, labels=None, length: int | None = None,
+                                  tol: float = 0.0) -> tuple[bool, str]:
+    """Whether Bayes factorises over per-demonstration likelihoods, and if not, why.
+
+    The checks are theory/bounds.check_assumptions' block-structure, start and restart rows with
+    tolerance ``tol`` (default 0: exactly, so the factorised numbers equal the general forward's to
+    rounding), plus, when ``labels`` and ``length`` are given, that every task can produce every
+    label after a delimiter-free x of length l. p0 need not be a mixture of the task starts: the
+    first demonstration is scored from p0|θ. Returns ``(True, "")`` or ``(False, reason)``.
+    """
+    reason = _refusal(hmm, labels, length, tol)
+    return (not reason, reason)
+
+
+def check_restart_factorisation(hmm: HMM, labels=None, length: int | None = None, tol: float = 0.0) -> None:
+    """:func:`restart_factorisation_applies`, raising :class:`FactorisationError` with the reason."""
+    reason = _refusal(hmm, labels, length, tol)
+    if reason:
+        raise FactorisationError(f"the restart factorisation does not apply: {reason}")
+
+
+# ------------------------------------------------------------------ arrays
+
+TABLE_BUDGET = 1 << 22  # entries per precomputed table (left or right end of a demonstration)
+
+
+class FactorisedArrays(NamedTuple):
+    """The HMM cut into its K task blocks (each padded to b states) and the tables of a demonstration's ends.
+
+    A pytree of device arrays. Padded states have zero start, emission and transition, so they
+    carry no mass. With G_o = diag(b_o) T (one token) a demonstration's likelihood is
+    ℓ = vᵀ G_{x_0} ⋯ G_{x_{l−1}} (b_y ⊙ T w_δ), v = s_θ or p0|θ. The first ``a`` tokens are a
+    lookup in ``left``, the last ``c`` tokens and y a lookup in ``right`` (which also holds the T of
+    the token before them), the token in between (the junction) is a product with its emission
+    column, and any further middle token is one step; a and c are read from the tables' ranks.
+    Every table vector is normalised to sum 1 and its log mass kept beside it.
+
+    Attributes:
+        T: ``[K, b, b]`` transitions inside each block.
+        Bt: ``[m, K, b]`` emission of token o by each state of each block.
+        start: ``[K, b]`` s_θ on its block.
+        first: ``[K, b]`` p0 (normalised) restricted to θ's block; its mass is the prior π_θ.
+        labels: ``[|Y|]`` int32 the label tokens (the right table is indexed by label position).
+        left: ``[2, m (a times), K, b]`` vᵀ G_{x_0} ⋯ G_{x_{a−1}} normalised; index 0: v = s_θ,
+            1: v = p0|θ (the first demonstration).
+        left_log: ``[2, m (a times), K]`` its log mass.
+        right: ``[m (c times), |Y|, K, b]`` T G_{x_{l−c}} ⋯ G_{x_{l−1}} (b_y ⊙ T w_δ) normalised.
+        right_log: ``[m (c times), |Y|, K]`` its log mass.
+    """
+
+    T: jax.Array
+    Bt: jax.Array
+    start: jax.Array
+    first: jax.Array
+    labels: jax.Array
+    left: jax.Array
+    left_log: jax.Array
+    right: jax.Array
+    right_log: jax.Array
+
+    @property
+    def ends(self) -> tuple[int, int]:
+        """(a, c): the tokens covered by the left and the right table (static)."""
+        return self.left.ndim - 3, self.right.ndim - 3
+
+
+def _split(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalise vectors ``[..., b]`` to sum 1 and return (vectors, log mass); zero → (0, −inf)."""
+    c = v.sum(-1)
+    with np.errstate(divide="ignore"):
+        return v / np.where(c > 0, c, 1.0)[..., None], np.log(c)
+
+
+def table_ends(length: int, num_tokens: int, num_labels: int, K: int, b: int,
+               budget: int = TABLE_BUDGET) -> tuple[int, int]:
+    """(a, c) for inputs of ``length``: at most 2 tokens each, a + c ≤ l − 1, each table ≤ ``budget``."""
+    a = 0
+    while a < 2 and a + 1 <= length - 1 and 2 * num_tokens ** (a + 1) * K * b <= budget:
+        a += 1
+    c = 0
+    while c < 2 and a + c + 1 <= length - 1 and num_tokens ** (c + 1) * num_labels * K * b <= budget:
+        c += 1
+    return a, c
+
+
+def factorised_arrays(hmm: HMM, labels, length: int, dtype=jnp.float32,
+                      budget: int = TABLE_BUDGET) -> FactorisedArrays:
+    """Block arrays and end tables for demonstrations of ``length`` tokens with label set ``labels``.
+
+    Raises :class:`FactorisationError` when the factorisation does not apply (see
+    :func:`restart_factorisation_applies`). The tables are computed in float64 and cast to ``dtype``.
+    The arrays serve any input length ≥ a + c + 1 (so ``length`` and longer).
+    """
+    check_restart_factorisation(hmm, labels, length)
+    lab = np.asarray(labels, int).ravel()
+    tos = np.asarray(hmm.task_of_state)
+    K = hmm.num_tasks
+    members = [np.flatnonzero(tos == k) for k in range(K)]
+    b = max(1, max(len(s) for s in members))
+    idx = np.zeros((K, b), int)
+    mask = np.zeros((K, b), bool)
+    for k, s in enumerate(members):
+        idx[k, :len(s)], mask[k, :len(s)] = s, True
+    T = np.asarray(hmm.T, float)
+    B = np.asarray(hmm.B, float)
+    p0 = np.asarray(hmm.p0, float)
+    m = B.shape[1]
+    Tb = np.where(mask[:, :, None] & mask[:, None, :], T[idx[:, :, None], idx[:, None, :]], 0.0)  # [K, b, b]
+    Bt = np.where(mask[None], np.moveaxis(B[idx], -1, 0), 0.0)  # [m, K, b]
+    start = np.where(mask, np.asarray(hmm.task_start, float)[np.arange(K)[:, None], idx], 0.0)
+    first = np.where(mask, (p0 / p0.sum())[idx], 0.0)
+    after = np.where(mask, (T @ np.asarray(hmm.delim_weight, float))[idx], 0.0)  # T w_δ
+
+    a, c = table_ends(int(length), m, len(lab), K, b, budget)
+    # left: row vectors v G_{x_0} ⋯ G_{x_{a-1}}, built token by token: [2, m.., K, b]
+    left = np.stack([start, first])  # [2, K, b]
+    for _ in range(a):
+        left = np.einsum("...kb,okb,kbc->...okc", left, Bt, Tb)
+    # right: column vectors G ⋯ G (b_y ⊙ T w_δ), then T in front: [m.., |Y|, K, b]
+    right = Bt[lab] * after[None]  # [|Y|, K, b]
+    for _ in range(c):
+        right = Bt.reshape((m,) + (1,) * (right.ndim - 2) + (K, b)) * np.einsum("kbc,...kc->...kb", Tb, right)[None]
+    right = np.einsum("kbc,...kc->...kb", Tb, right)
+    left, left_log = _split(left)
+    right, right_log = _split(right)
+    arr = lambda x: jnp.asarray(x, dtype)  # noqa: E731
+    return FactorisedArrays(arr(Tb), arr(Bt), arr(start), arr(first), jnp.asarray(lab, jnp.int32),
+                            arr(left), arr(left_log), arr(right), arr(right_log))
+
+
+# ------------------------------------------------------------------ per-demonstration likelihoods
+
+
+def _block_filter(F: FactorisedArrays, alpha, logz, tokens):
+    """Filter ``tokens [..., S]`` from ``alpha [..., K, b]`` block by block, renormalising.
+
+    Returns the normalised message ``[..., K, b]`` and the accumulated log normaliser ``[..., K]``
+    (−inf, with a zero message, where a block cannot produce the tokens).
+    """
+    def step(carry, tok):
+        al, lz = carry
+        new = jnp.einsum("...ki,kij->...kj", al * F.Bt[tok], F.T)
+        c = new.sum(-1)
+        return (new / jnp.where(c > 0, c, 1)[..., None], lz + jnp.log(c)), None
+
+    (alpha, logz), _ = jax.lax.scan(step, (alpha, logz), jnp.moveaxis(tokens, -1, 0))
+    return alpha, logz
+
+
+CHUNK_ELEMENTS = 1 << 19  # messages held at once per scan step: P·C·K·b (cache-sized, not the whole batch)
+
+
+def _ends_log_likelihood(F: FactorisedArrays, x, y, is_first):
+    """log ℓ for demonstrations ``x [..., l]`` (tokens ≥ 0), label tokens ``y [...]``: ``[..., K]``."""
+    a, c = F.ends
+    l = x.shape[-1]
+    m = F.Bt.shape[0]
+    K, b = F.start.shape
+
+    def flat(*keys):  # row-major position of (k0, k1, ...) in the leading axes of a table
+        out = keys[0]
+        for k in keys[1:]:
+            out = out * m + k
+        return out
+
+    li = flat(is_first, *(x[..., t] for t in range(a)))
+    row = F.left.reshape(-1, K, b)[li]  # [..., K, b]
+    lz = F.left_log.reshape(-1, K)[li]  # [..., K]
+    if l - c - 1 > a:  # middle tokens, one step each
+        row, lz = _block_filter(F, row, lz, x[..., a:l - c - 1])
+    y_idx = jnp.argmax(y[..., None] == F.labels, axis=-1).astype(x.dtype)
+    ri = flat(*(x[..., t] for t in range(l - c, l))) * F.labels.shape[0] + y_idx if c else y_idx
+    ell = (row * F.Bt[x[..., l - c - 1]] * F.right.reshape(-1, K, b)[ri]).sum(-1)
+    return lz + F.right_log.reshape(-1, K)[ri] + jnp.log(ell)
+
+
+@partial(jax.jit, static_argnames=("chunk",))
+def demo_log_likelihoods(F: FactorisedArrays, demos_x, demos_y, chunk: int | None = None):
+    """log ℓ_θ(x_i, y_i) for every prompt, demonstration and task: ``[P, N, K]``.
+
+    Demonstration 0 is scored from p0|θ (its value includes log π_θ), the others from s_θ:
+    ℓ = vᵀ T_x diag(b_y) T w_δ, the probability of the segment x y δ. ``demos_x [P, N, l]``
+    (no padding: a demonstration with a token < 0 gets NaN), ``demos_y [P, N]`` label tokens (one
+    that is not in ``F.labels`` gets NaN). l must be at least a + c + 1 (:attr:`FactorisedArrays.ends`).
+    The demonstrations are scanned in chunks of ``chunk`` (default: P·chunk·K·b ≈ 2¹⁹) so that the
+    gathered messages stay in cache.
+    """
+    a, c = F.ends
+    P, N, l = demos_x.shape
+    K, b = F.start.shape
+    if l < a + c + 1:
+        raise ValueError(f"inputs of length {l} are shorter than the tables' a + c + 1 = {a + c + 1}")
+    C = chunk or max(1, min(N, CHUNK_ELEMENTS // max(1, P * K * b)))
+    S = -(-N // C)
+    pad = S * C - N
+    x = jnp.maximum(demos_x, 0)
+    y = demos_y
+    if pad:  # repeat the last demonstration; its values are cut off below
+        x = jnp.concatenate([x, jnp.repeat(x[:, -1:], pad, axis=1)], axis=1)
+        y = jnp.concatenate([y, jnp.repeat(y[:, -1:], pad, axis=1)], axis=1)
+    xs = jnp.moveaxis(x.reshape(P, S, C, l), 1, 0)  # [S, P, C, l]
+    ys = jnp.moveaxis(y.reshape(P, S, C), 1, 0)
+    first = (jnp.arange(S * C) == 0).astype(x.dtype).reshape(S, 1, C)
+
+    def body(_, inp):
+        xc, yc, fc = inp
+        return None, _ends_log_likelihood(F, xc, yc, jnp.broadcast_to(fc, yc.shape))
+
+    _, out = jax.lax.scan(body, None, (xs, ys, first))  # [S, P, C, K]
+    out = jnp.moveaxis(out, 0, 1).reshape(P, S * C, K)[:, :N]
+    ok = jnp.all(demos_x >= 0, axis=-1) & jnp.any(demos_y[..., None] == F.labels, axis=-1)
+    return jnp.where(ok[..., None], out, jnp.nan)
+
+
+class XTest(NamedTuple):
+    """x_test under each task, from s_θ (after n ≥ 1 demonstrations) and from p0|θ (n = 0).
+
+    Attributes:
+        log_mass: ``[P, 2, K]`` log startᵀ T_{x_test} 1 (index 0: from s_θ; 1: from p0|θ).
+        label_probs: ``[P, 2, K, |Y|]`` P(next = y | x_test, start), not renormalised over Y.
+    """
+
+    log_mass: jax.Array
+    label_probs: jax.Array
+
+
+def _x_test(F: FactorisedArrays, x_test) -> XTest:
+    P = x_test.shape[0]
+    v = jnp.stack([F.start, F.first])  # [2, K, b]
+    c = v.sum(-1)
+    a0 = jnp.broadcast_to(v / jnp.where(c > 0, c, 1)[..., None], (P,) + v.shape)
+    lz0 = jnp.broadcast_to(jnp.log(c), (P,) + c.shape)
+    toks = jnp.broadcast_to(jnp.maximum(x_test, 0)[:, None], (P, 2, x_test.shape[-1]))
+    alpha, logz = _block_filter(F, a0, lz0, toks)  # [P, 2, K, b]
+    q = jnp.einsum("pskb,ykb->psky", alpha, F.Bt[F.labels])
+    ok = jnp.all(x_test >= 0, axis=-1)[:, None, None]
+    return XTest(jnp.where(ok, logz, jnp.nan), jnp.where(ok[..., None], q, jnp.nan))
+
+
+# ------------------------------------------------------------------ the curve
+
+
+class BayesCurve(NamedTuple):
+    """Bayes and the task posterior for every n = 0..N, prompt axis first (index n = n demonstrations).
+
+    Attributes:
+        bayes: ``[P, N+1, |Y|]`` P(y | x_1 y_1 δ … x_n y_n δ x_test; p_pre), renormalised over Y
+            (n = 0: P(y | x_test; p_pre)).
+        log_evidence: ``[P, N+1]`` log P(prompt_n) under p_pre (prompt_n ends with x_test).
+        posterior: ``[P, N+1, K]`` P(θ | prompt_n).
+        task_mass: ``[P, N+1]`` the posterior's mass on the prompt's test task θ*.
+        oracle: ``[P, |Y|]`` P(y | x_test; θ*), renormalised over Y.
+    """
+
+    bayes: jax.Array
+    log_evidence: jax.Array
+    posterior: jax.Array
+    task_mass: jax.Array
+    oracle: jax.Array
+
+
+def _cumulative(log_ell):
+    """Σ_{i≤n} log ℓ for n = 0..N, ``[P, N+1, K]``, summing per-demonstration shifts apart.
+
+    The per-demonstration maximum over tasks is taken out before the cumulative sum (and added
+    back as its own cumulative sum), so the terms summed per task are ≤ 0 and small for the tasks
+    that matter: no cancellation between large sums at large n.
+    """
+    m = jnp.max(log_ell, axis=-1, keepdims=True)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    rel = jnp.cumsum(log_ell - m, axis=1)
+    base = jnp.cumsum(m, axis=1)
+    pad = lambda a: jnp.concatenate([jnp.zeros_like(a[:, :1]), a], axis=1)  # noqa: E731
+    return pad(rel), pad(base)
+
+
+def _bayes_at(rel, base, n_zero, xt: XTest, task):
+    """Bayes, evidence and posterior from cumulative log-likelihoods ``rel, base [P, G, K|1]``.
+
+    ``n_zero [G]`` marks the points with no demonstration (x_test from p0|θ, not from s_θ).
+    """
+    sel = n_zero[None, :, None]
+    lx = jnp.where(sel, xt.log_mass[:, 1:2], xt.log_mass[:, 0:1])  # [P, G, K]
+    q = jnp.where(sel[..., None], xt.label_probs[:, 1:2], xt.label_probs[:, 0:1])  # [P, G, K, Y]
+    # n = 0: p0|θ already carries π_θ in its log mass; n ≥ 1: π_θ sits in demonstration 1's ℓ.
+    total = rel + lx
+    lse = jax.scipy.special.logsumexp(total, axis=-1)  # [P, G]
+    post = jnp.exp(total - lse[..., None])
+    joint = (post[..., None] * q).sum(-2)  # elementwise and a reduce: no tiny batched matmuls
+    bayes = joint / joint.sum(-1, keepdims=True)
+    mass = jnp.take_along_axis(post, task[:, None, None].astype(jnp.int32), axis=-1)[..., 0]
+    return bayes, lse + base[..., 0], post, mass
+
+
+def _oracle(xt: XTest, task):
+    o = jnp.take_along_axis(xt.label_probs[:, 0], task[:, None, None].astype(jnp.int32), axis=1)[:, 0]
+    return o / o.sum(-1, keepdims=True)
+
+
+@jax.jit
+def bayes_curve(F: FactorisedArrays, demos_x, demos_y, x_test, task) -> BayesCurve:
+    """Bayes(n), the evidence and the posterior over tasks for every n = 0..N in one pass.
+
+    Shapes: ``demos_x [P, N, l]``, ``demos_y [P, N]`` (tokens of ``F.labels``), ``x_test [P, l]``,
+    ``task [P]``. Equal to :func:`simulate.forward.sweep_bayes` at every n (tested).
+    """
+    rel, base = _cumulative(demo_log_likelihoods(F, demos_x, demos_y))
+    xt = _x_test(F, x_test)
+    n_zero = jnp.arange(rel.shape[1]) == 0
+    bayes, lz, post, mass = _bayes_at(rel, base, n_zero, xt, task)
+    return BayesCurve(bayes, lz, post, mass, _oracle(xt, task))
+
+
+@partial(jax.jit, static_argnames=("grid",))
+def sweep_bayes_factorised(F: FactorisedArrays, demos_x, demos_y, x_test, task, grid) -> SweepBayes:
+    """:func:`simulate.forward.sweep_bayes` by the factorisation: the curve's rows at ``grid``.
+
+    ``grid`` is a static tuple of n (0 ≤ n ≤ N). Returns :class:`SweepBayes` with the same fields
+    and shapes (``bayes [G, P, |Y|]``, ``log_evidence [G, P]``, ``task_mass [G, P]``,
+    ``oracle [P, |Y|]``); only the grid's rows are turned into predictives.
+    """
+    rel, base = _cumulative(demo_log_likelihoods(F, demos_x, demos_y))
+    idx = np.asarray(grid, int)
+    if idx.min() < 0 or idx.max() > demos_x.shape[1]:
+        raise ValueError(f"grid {list(grid)} must lie in 0..N = {demos_x.shape[1]}")
+    xt = _x_test(F, x_test)
+    bayes, lz, _, mass = _bayes_at(rel[:, idx], base[:, idx], jnp.asarray(idx == 0), xt, task)
+    return SweepBayes(jnp.moveaxis(bayes, 1, 0), lz.T, mass.T, _oracle(xt, task))
