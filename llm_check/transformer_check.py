@@ -150,7 +150,8 @@ def compare_weights(att, ker):
     """Per-prompt Pearson, Spearman and L1 between weight vectors ``att [..., n]`` and ``ker [..., n]``."""
     att = np.asarray(att, float)
     ker = np.broadcast_to(np.asarray(ker, float), att.shape)
-    return dict(pearson=_pearson(att, ker), spearman=_pearson(_ranks(att), _ranks(ker)),
+    # Ranks of values equal up to rounding (identical x_i give identical weights) are ties.
+    return dict(pearson=_pearson(att, ker), spearman=_pearson(_ranks(np.round(att, 12)), _ranks(np.round(ker, 12))),
                 l1=np.abs(att - ker).sum(-1))
 
 

@@ -33,6 +33,7 @@ def uninterrupted(tmp_path_factory):
     return out, summary
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(uninterrupted):
     out, summary = uninterrupted
     held = np.asarray(_state(out)["history|heldout_loss"])
@@ -44,6 +45,7 @@ def test_training_lowers_the_loss(uninterrupted):
     assert refs["bayes"] < refs["bigram"] <= refs["unigram"] + 1e-3
 
 
+@pytest.mark.slow
 def test_same_seed_bit_identical_and_interrupt_resume_equal(uninterrupted, tmp_path):
     out_a, _ = uninterrupted
     out_b = tmp_path / "b"
@@ -60,6 +62,7 @@ def test_same_seed_bit_identical_and_interrupt_resume_equal(uninterrupted, tmp_p
     assert not np.array_equal(c["leaf_0000"], a["leaf_0000"])        # another seed, another run
 
 
+@pytest.mark.slow
 @pytest.mark.torch
 def test_exported_hf_folder_loads_in_transformers(uninterrupted):
     torch = pytest.importorskip("torch")

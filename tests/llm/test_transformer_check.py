@@ -1,0 +1,135 @@
+"""icl-kernel transformer-check: position bookkeeping against token ids, the attention–kernel
+comparison on planted inputs, agreement with the sweep's own numbers, and one-line refusals."""
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from icl_kernel.cli import main
+from llm_check import train
+from llm_check import transformer_check as tc
+from simulate.sampling import sample_prompts
+from simulate.sweep import SweepConfig, run_sweep
+from theory import kernels as tk
+
+HAN = dict(num_tasks=2, num_states=4, num_tokens=6, emit_conc=1.0, delim_rate=0.2)
+
+
+def _prompts(P=5, N=4, l=3):
+    with jax.enable_x64(True):
+        hmm = train.build_preset("han", HAN)
+        return hmm, sample_prompts(jax.random.PRNGKey(0), hmm, [1, 2], P, N, l)
+
+
+def test_positions_match_the_token_ids():
+    hmm, pr = _prompts()
+    delim, bos = int(hmm.delim), hmm.num_tokens
+    for n in (1, 2, 4):
+        ids = tc.model_inputs(pr, n, delim, bos)
+        pos = tc.demo_positions(n, 3)
+        assert ids.shape[1] == pos.query + 1 and (ids[:, 0] == bos).all()
+        np.testing.assert_array_equal(ids[:, pos.label], pr.demos_y[:, :n])
+        assert (ids[:, pos.delim] == delim).all()
+        for i in range(n):
+            span = ids[:, pos.span_start[i]:pos.span_end[i] + 1]
+            np.testing.assert_array_equal(span, np.concatenate(
+                [pr.demos_x[:, i], pr.demos_y[:, i, None], np.full((5, 1), delim)], axis=1))
+        np.testing.assert_array_equal(ids[:, pos.query - 2:pos.query + 1], pr.x_test)
+        assert not (ids[:, pos.span_end[-1] + 1:] == delim).any()        # x_test has no delimiter
+
+
+def _planted_rows(weights, pos, S, rng):
+    """Attention rows [P, S] whose label, delimiter and span reads all equal ``weights [P, n]``."""
+    P, n = weights.shape
+    rows = np.zeros((P, S))
+    rows[:, pos.label] = 0.5 * weights
+    rows[:, pos.delim] = 0.3 * weights
+    x_part = 0.2 * weights[..., None] * rng.dirichlet(np.ones(pos.label[0] - pos.span_start[0]), size=(P, n))
+    for i in range(n):
+        rows[:, pos.span_start[i]:pos.label[i]] = x_part[:, i]
+    return rows
+
+
+def test_planted_attention_equal_to_kernel_weights():
+    hmm, pr = _prompts(P=400, N=8)
+    rng = np.random.default_rng(0)
+    Kv = tk.kernel_values_vector(tk.predictive_features(hmm, pr.x_test), tk.predictive_features(hmm, pr.demos_x))
+    w = tc.normalised(Kv)
+    pos = tc.demo_positions(8, 3)
+    rows = _planted_rows(0.6 * w, pos, pos.query + 1, rng)
+    rows[:, pos.query] += 0.4                              # attention outside the demonstrations is ignored
+    reads = tc.attention_reads(rows, pos)                  # [P, 3, n]
+    for r in range(3):
+        np.testing.assert_allclose(reads[:, r], w, atol=1e-12)
+        c = tc.compare_weights(reads[:, r], w)
+        np.testing.assert_allclose(c["pearson"], 1.0, atol=1e-9)
+        np.testing.assert_allclose(c["spearman"], 1.0, atol=1e-9)
+        np.testing.assert_allclose(c["l1"], 0.0, atol=1e-9)
+    lab = np.argmax(pr.demos_y[..., None] == np.array([1, 2]), -1)
+    yhat, _ = tk.kernel_regression(Kv, lab, 2, [8])
+    np.testing.assert_allclose(tc.reconstruct(reads[:, 2], lab, 2), yhat[0], atol=1e-12)
+    shuffled = np.take_along_axis(reads[:, 2], np.argsort(rng.random((400, 8)), -1), -1)
+    c = tc.compare_weights(shuffled, w)
+    assert abs(np.nanmean(c["pearson"])) < 0.1 and abs(np.nanmean(c["spearman"])) < 0.1
+
+
+def test_spearman_ranks_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 4, size=(6, 9)).astype(float)     # many ties
+    np.testing.assert_allclose(tc._ranks(x), stats.rankdata(x, axis=-1) - 1)
+    a, b = rng.random((5, 7)), rng.random((5, 7))
+    want = [stats.spearmanr(a[i], b[i]).statistic for i in range(5)]
+    np.testing.assert_allclose(tc.compare_weights(a, b)["spearman"], want, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tc")
+    cfg = train.PretrainConfig(preset_params=dict(HAN), n_embd=16, n_layer=1, n_head=2, context=40, batch_size=4,
+                               steps=3, warmup_steps=1, eval_every=3, eval_docs=4, ngram_docs=8, checkpoint_every=3)
+    train.run_pretrain(cfg, root / "model", quiet=True, log=lambda *_: None)
+    with jax.enable_x64(True):
+        run_sweep(SweepConfig(preset_params=dict(HAN), grid=(1, 2, 4), seeds=(0,), prompts_per_seed=6, length=2,
+                              num_labels=2, kernels=("predictive", "belief:beta=20", "gram")),
+                  root / "sweep", quiet=True, log=lambda *_: None)
+        run_sweep(SweepConfig(preset_params=dict(HAN, num_tokens=9), grid=(1,), seeds=(0,), prompts_per_seed=2,
+                              length=2, num_labels=2, kernels=("predictive",)), root / "big", quiet=True,
+                  log=lambda *_: None)
+    return root
+
+
+@pytest.mark.slow
+def test_end_to_end_agrees_with_the_sweep(runs, tmp_path):
+    s = tc.run_transformer_check(tc.CheckConfig(str(runs / "model"), str(runs / "sweep")), tmp_path / "out",
+                                 quiet=True, log=lambda *_: None)
+    assert s["num_prompts"] == 6 and s["config"]["same_hmm"]
+    cells = np.load(runs / "sweep" / "cells" / "seed_0.npz")
+    mine = np.load(tmp_path / "out" / "cells" / "seed_0.npz")
+    for j, k in enumerate(s["config"]["kernels"]):
+        l1 = np.abs(mine["kernel_yhat"][:, j] - mine["bayes"]).sum(-1)
+        np.testing.assert_allclose(l1, cells[f"kernel|{k}|kernel_vs_bayes_l1"], atol=1e-4)
+    np.testing.assert_allclose(np.abs(mine["bayes"] - mine["oracle"][:, None]).sum(-1),
+                               cells["common|bayes_vs_oracle_l1"], atol=1e-4)
+    p = mine["transformer"]
+    assert p.shape == (6, 3, 2) and np.allclose(p.sum(-1), 1)
+    for f in ("error_vs_n.png", "head_map.png", "attention_scatter.png", "metrics.csv", "summary.json"):
+        assert (tmp_path / "out" / f).stat().st_size > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which, needle", [
+    (("missing", "sweep"), "not found"),
+    (("sweep", "sweep"), "expected a run folder of `pretrain`"),
+    (("model", "model"), "expected a run folder of `sweep`"),
+    (("model", "big"), "tokens 0..8"),
+    (("model", "plain"), "not an icl-kernel run folder"),
+])
+def test_bad_input_one_line_exit_2_nothing_written(runs, tmp_path, capsys, which, needle):
+    (runs / "plain").mkdir(exist_ok=True)
+    out = tmp_path / "runs"
+    code = main(["transformer-check", str(runs / which[0]), str(runs / which[1]), "--runs-dir", str(out), "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
+    assert not out.exists()
