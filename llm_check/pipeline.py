@@ -73,6 +73,7 @@ def prepare(cfg: LLMCheckConfig, log: Callable[[str], None] = lambda s: None) ->
     """Validate ``cfg``, load data and model, build every prompt. Writes nothing."""
     cfg.validate()
     task = load_task_data(cfg)
+    texts, _, _ = icl.test_texts(task, cfg)          # refuses --start beyond the items before the model loads
     lm = load_model(cfg.model, dtype=cfg.dtype)
     log(f"loaded {cfg.model} in {lm.load_seconds:.1f} s")
     if lm.tokenizer is None:
@@ -86,7 +87,6 @@ def prepare(cfg: LLMCheckConfig, log: Callable[[str], None] = lambda s: None) ->
     max_tokens = cfg.max_tokens or ctx
     t = time.perf_counter()
     prompts, gold, sources, dsim = icl.build_all(task, lm.tokenizer, cfg, max_tokens)
-    texts, _, _ = icl.test_texts(task, cfg)
     dropped = sum(p.n_dropped > 0 for p in prompts)
     if dropped:
         log(f"--shorten: {dropped} prompts lost demonstrations to fit {max_tokens} tokens")

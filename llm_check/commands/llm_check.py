@@ -53,10 +53,11 @@ def _fixed_head(text: str | None):
 
 def run(args) -> int:
     from icl_kernel.runfolder import safe_name
-    from llm_check import pipeline, report
     from llm_check.config import config_from_args
 
     if args.summarize:
+        from llm_check import report
+
         fixed = _fixed_head(args.fixed_head)
         names = [safe_name(n.strip(), "--summarize run") for n in args.summarize.split(",")]
         if len(set(names)) != len(names):
@@ -70,6 +71,7 @@ def run(args) -> int:
     cfg = config_from_args(args).validate()
     name = safe_name(args.name if args.name is not None else f"{cfg.task}-n{cfg.n}")
     run_dir = os.path.join(args.runs_dir, name)
+    from llm_check import pipeline          # JAX and the models load only after the options are checked
     if args.analyze_only:
         res = pipeline.analyze_run(run_dir)
     else:

@@ -83,6 +83,24 @@ def test_bad_config(folder, changes, exc, needles):
     _load_fails(folder, exc, *needles)
 
 
+@pytest.mark.parametrize("changes,needles", [
+    (dict(num_attention_heads=0), ("num_attention_heads=0", "integer >= 1")),
+    (dict(num_attention_heads=[4]), ("num_attention_heads=[4]",)),
+    (dict(hidden_size="32"), ('hidden_size="32"',)),
+    (dict(vocab_size=49.5), ("vocab_size=49.5",)),
+    (dict(num_hidden_layers=None), ("num_hidden_layers=null",)),
+    (dict(rms_norm_eps=-1.0), ("rms_norm_eps=-1.0", "> 0")),
+    (dict(rope_theta=float("nan")), ("rope_theta=NaN",)),
+    (dict(num_key_value_heads=3), ("num_key_value_heads=3",)),
+    (dict(rope_parameters=[1, 2]), ("rope_parameters",)),
+], ids=["heads-zero", "heads-list", "width-string", "vocab-fraction", "layers-null", "eps-negative", "theta-nan",
+        "kv-heads-not-dividing", "rope-not-object"])
+def test_bad_config_values_one_line(folder, changes, needles):
+    """Out-of-range or mistyped config values name the key and value (issue 9), never a traceback."""
+    _edit_config(folder, **changes)
+    _load_fails(folder, errors.ConfigError, *needles)
+
+
 def test_config_with_wrong_width(folder):
     _edit_config(folder, intermediate_size=64)
     msg = _load_fails(folder, errors.CheckpointError, "shape", "64")
