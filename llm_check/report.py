@@ -387,7 +387,9 @@ def fixed_head_scores(rf: RunFolder, layer: int, head: int) -> dict:
             "icl_accuracy": float(np.mean(yhat == gold)), "n_items": len(prompts),
             "position_vote_agreement": hv.position_agreement, "mcnemar_p": hv.p_value,
             "last_label_agreement": A.follow_rate(yhat, A.last_label(demo_labels)),
-            "majority_vote_agreement": A.follow_rate(yhat, A.majority_label(demo_labels, C))}
+            "majority_vote_agreement": A.follow_rate(yhat, A.majority_label(demo_labels, C)),
+            "_yhat": yhat, "_sources": [r["source"] for r in recs],
+            "_demo_sets": [sorted(r["demo_indices"]) for r in recs]}
 
 
 def _png_bytes(fn, *args) -> bytes:
@@ -441,15 +443,23 @@ def summarize(run_dirs: list[str], out_dir: str, fixed_head: tuple[int, int] | N
                          f"— | — | — | — | — | {f(pp[3])} | — | 17 / 10 (indexing unstated) |")
     if fixed_head is not None:
         lines += ["", f"At the fixed head L{fixed_head[0]} H{fixed_head[1]}, all items of each run (position-only "
-                  "vote: the head's mean weight per position over the same items):", "",
+                  "vote: the head's mean weight per position over the same items; 'same ŷ as the first run': on "
+                  "runs with the same test items, how often the prediction is unchanged; '—' where the items or "
+                  "demonstration sets differ):", "",
                   "| run | items | ICL acc | agreement ỹ vs ŷ | reconstructed acc | position-vote agreement | "
-                  "McNemar p | last-label agreement | majority-of-demos agreement |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "McNemar p | last-label agreement | nearest-demo-label agreement | majority-of-demos agreement | "
+                  "same ŷ as the first run |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        base = res[0]["_fixed"]
         for r in res:
             x = r["_fixed"]
+            same = None
+            if x["_sources"] == base["_sources"] and x["_demo_sets"] == base["_demo_sets"]:
+                same = float(np.mean(x["_yhat"] == base["_yhat"]))
             lines.append(f"| {r['_dir']} | {x['n_items']} | {f(x['icl_accuracy'])} | {f(x['agreement'])} | "
                          f"{f(x['accuracy'])} | {f(x['position_vote_agreement'])} | {fp(x['mcnemar_p'])} | "
-                         f"{f(x['last_label_agreement'])} | {f(x['majority_vote_agreement'])} |")
+                         f"{f(x['last_label_agreement'])} | {f(r.get('nearest_label_agreement_all'))} | "
+                         f"{f(x['majority_vote_agreement'])} | {f(same)} |")
     md = "\n".join(lines) + "\n"
     atomic_write_bytes(out / f"{prefix}-summary.md", md.encode())
     labels = [r["_dir"] for r in res]
