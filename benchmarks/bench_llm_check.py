@@ -31,15 +31,16 @@ def main() -> None:
     import jax
 
     from llm_check import icl
+    from llm_check.config import BUCKET, LLMCheckConfig
     from llm_check.data import load_task
     from llm_check.models import forward, load_model, pad_batch
 
     lm = load_model("smollm2", dtype=a.dtype)
     task = load_task("sst2", a.data_dir)
-    cfg = icl.RunConfig(task="sst2", n=a.n, limit=a.points, batch_size=a.batch_size)
-    prompts, _, _ = icl.build_all(task, lm.tokenizer, cfg, lm.config.max_position_embeddings)
+    cfg = LLMCheckConfig(task="sst2", n=a.n, limit=a.points, batch_size=a.batch_size).validate()
+    prompts, _, _, _ = icl.build_all(task, lm.tokenizer, cfg, lm.config.max_position_embeddings)
     lengths = np.array([len(p.ids) for p in prompts])
-    batches = [pad_batch([prompts[i].ids for i in b], multiple=cfg.bucket, min_batch=a.batch_size)
+    batches = [pad_batch([prompts[i].ids for i in b], multiple=BUCKET, min_batch=a.batch_size)
                for b in icl.make_batches(lengths, a.batch_size)]
 
     def one_pass():
