@@ -32,6 +32,7 @@ def error_vs_n(summary: dict, path) -> None:
         ax.set_title(t)
         ax.grid(alpha=0.3)
     axes[0].set_yscale("log")
+    axes[1].set_yscale("log")
     axes[2].legend(fontsize=7, loc="lower right")
     axes[0].legend(fontsize=7)
     fig.suptitle(f"Trained GPT-J on {summary['num_prompts']} sweep prompts (label distribution renormalised over Y)")
