@@ -83,6 +83,8 @@ def test_table_is_recomputable_from_the_run_folders(study):
                 kl_r = np.mean([entropy(bayes[p, g], yh[p, g]) for p in range(P)])   # KL(Bayes‖ŷ), may be inf
                 acc = np.mean([labels[int(np.argmax(yh[p, g]))] == y_test[p] for p in range(P)])
                 np.testing.assert_allclose(c["kernels"][k]["L2"][g], l2, rtol=1e-9)
+                l2sq = np.mean([np.linalg.norm(yh[p, g] - bayes[p, g]) ** 2 for p in range(P)])
+                np.testing.assert_allclose(c["kernels"][k]["L2^2"][g], l2sq, rtol=1e-9)
                 np.testing.assert_allclose(c["kernels"][k]["TV"][g], np.nanmean(l1[:, g]) / 2, rtol=1e-9)
                 np.testing.assert_allclose(c["kernels"][k]["KL(yhat|Bayes)"][g], kl_f, rtol=1e-7, atol=1e-12)
                 assert c["kernels"][k]["KL(Bayes|yhat)"][g] == pytest.approx(kl_r, rel=1e-7, abs=1e-12)
@@ -95,8 +97,7 @@ def test_table_is_recomputable_from_the_run_folders(study):
 def test_from_runs_rebuilds_the_same_tables(study, tmp_path):
     mod, root, doc, _ = study
     doc2 = tmp_path / "again.md"
-    assert mod.main(["--reduced", "--from-runs", "--root", str(root), "--out", str(doc2),
-                     "--figure", str(tmp_path / "again.png")]) == 0
+    assert mod.main(["--reduced", "--from-runs", "--root", str(root), "--out", str(doc2)]) == 0
     assert _generated_tables(doc2.read_text()) == _generated_tables(doc.read_text())
 
 
