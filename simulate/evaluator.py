@@ -31,6 +31,7 @@ from theory.errors import KernelError
 from theory.hmm import HMM, input_tokens
 
 MAX_MATRIX_DIM = 4096
+MAX_RECURSION_BLOCK = 16  # states per task block up to which Σ is computed exactly by the recursion
 
 
 # ------------------------------------------------------------------ prepared kernels
@@ -90,9 +91,19 @@ def prepare_kernels(hmm: HMM, specs, length: int, seed: int = 0) -> PreparedKern
                               f"(> {MAX_MATRIX_DIM}) for this HMM; use belief or predictive kernels")
         starts = {"gram": [None], "pretrain": [np.asarray(hmm.p0)],
                   "task": list(np.asarray(hmm.task_start))}[spec.name]
+        enumerable = m_in ** length <= spec.enum_limit
+        # Σ_{p,l} exactly: by enumeration when the inputs are few, else by the third-moment
+        # recursion (all of a kernel's starts in one call) while the blocks are small enough for its
+        # O(K³ b⁶ l) cost; Monte Carlo only beyond that.
+        method = ("gram" if spec.name == "gram" else "enumeration" if enumerable
+                  else "recursion" if blocks.b <= MAX_RECURSION_BLOCK else "monte carlo")
+        if method == "recursion" and (spec.name, 0, 0) not in second_moments:
+            Ss = tk.second_moment_recursive(hmm, np.stack(starts), length, blocks)
+            for t, S_t in enumerate(Ss):
+                second_moments[(spec.name, t, 0)] = (S_t, 0.0)
         invs = []
         for t, start in enumerate(starts):
-            exact = spec.name == "gram" or m_in ** length <= spec.enum_limit
+            exact = method != "monte carlo"
             ck = (spec.name, t, 0 if exact else spec.mc_samples)
             if ck not in second_moments:
                 if spec.name == "gram":
@@ -106,7 +117,7 @@ def prepare_kernels(hmm: HMM, specs, length: int, seed: int = 0) -> PreparedKern
             S, rel = second_moments[ck]
             inv, pinfo = tk.psd_pinv(S, spec.rtol, spec.ridge, what=f"Sigma for kernel {spec.label}")
             invs.append(inv)
-            info.setdefault("per_start", []).append(dict(pinfo, exact=bool(exact), mc_rel_se=rel))
+            info.setdefault("per_start", []).append(dict(pinfo, exact=bool(exact), method=method, mc_rel_se=rel))
         kernels.append(MatrixKernel(spec, np.stack(invs), per_task=spec.name == "task"))
         infos.append(info)
     return PreparedKernels(tuple(kernels), infos, blocks)

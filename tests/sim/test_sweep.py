@@ -309,3 +309,20 @@ def test_factorised_and_general_sweeps_agree(tmp_path):
         run_sweep(small_cfg(preset_params=dict(num_tasks=2, num_states=6, num_tokens=8, leak=0.1),
                             forward="factorised", **cfg), tmp_path / "x", quiet=True)
     assert not (tmp_path / "x").exists()
+
+
+def test_sigma_by_recursion_equals_enumeration():
+    """Where the inputs are too many to enumerate, prepare_kernels builds Σ for `pretrain` and `task` by the
+    exact third-moment recursion: the same Σ⁺ as enumeration (forced off here by enum_limit=1)."""
+    from simulate.evaluator import prepare_kernels
+    from simulate.presets import build_preset
+    from theory import kernels as tk
+
+    hmm = build_preset("han", dict(num_tasks=2, num_states=6, num_tokens=5))
+    for name in ("pretrain", "task"):
+        enum = prepare_kernels(hmm, [tk.parse_kernel(name)], 3)
+        rec = prepare_kernels(hmm, [tk.parse_kernel(f"{name}:enum_limit=1")], 3)
+        assert [p["method"] for p in enum.infos[0]["per_start"]] == ["enumeration"] * len(enum.kernels[0].inverses)
+        assert {p["method"] for p in rec.infos[0]["per_start"]} == {"recursion"}
+        A, E = rec.kernels[0].inverses, enum.kernels[0].inverses  # Σ⁺ of an ill-conditioned Σ: relative to its scale
+        np.testing.assert_allclose(A, E, rtol=0, atol=1e-8 * np.abs(E).max())
