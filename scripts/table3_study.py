@@ -310,7 +310,8 @@ def match(curve_d, curve_a, grid) -> dict:
     with np.errstate(divide="ignore", invalid="ignore"):
         logr = np.log(d / pd)
     if not np.all(np.isfinite(logr)) or not np.all(np.isfinite(a)):
-        return dict(score=float("inf"), rms_log_distance=float("inf"), rms_agreement=float("inf"), reaches=False,
+        return dict(score=float("inf"), rms_log_distance=float("inf"), rms_agreement=float("inf"),
+                    rms_log_small=float("inf"), reaches=False,
                     d128_ok=False, a128_ok=False, shape_ok=False)
     rms_d = float(np.sqrt(np.mean(logr ** 2)))
     rms_a = float(np.sqrt(np.mean((a - pa) ** 2)))
@@ -319,7 +320,9 @@ def match(curve_d, curve_a, grid) -> dict:
     a128_ok = last is not None and abs(curve_a[last] - 0.964) <= TOL_A128
     small = [k for k, i in enumerate(idx) if grid[i] <= 8]
     shape_ok = bool(small) and bool(np.all(np.abs(logr[small]) <= TOL_SHAPE))
-    return dict(score=rms_d + rms_a, rms_log_distance=rms_d, rms_agreement=rms_a, d128_ok=bool(d128_ok),
+    rms_small = float(np.sqrt(np.mean(logr[small] ** 2))) if small else float("inf")
+    return dict(score=rms_d + rms_a, rms_log_distance=rms_d, rms_agreement=rms_a, rms_log_small=rms_small,
+                d128_ok=bool(d128_ok),
                 a128_ok=bool(a128_ok), shape_ok=shape_ok, reaches=bool(d128_ok and a128_ok and shape_ok))
 
 
@@ -723,11 +726,13 @@ def plot(an: dict, out: Path, title_extra: str = "") -> None:
     ax1.plot(n, PAPER_DISTANCE, "k*-", lw=2, ms=10, label="paper Table 3 (distance)")
     ax2.plot(n, PAPER_ACCURACY, "k*-", lw=2, ms=10, label="paper Table 3 (accuracy)")
     picks = []
-    for dist in ("L1", "L2^2", None):
-        rr = [r for r in ranking if (dist is None or r["distance"] == dist) and r["accuracy"] == "agreement"]
+    agr = [r for r in ranking if r["accuracy"] == "agreement"]
+    cands = [("closest in L1", [r for r in agr if r["distance"] == "L1"]),
+             ("closest n ≤ 8 shape", sorted(agr, key=lambda r: (r["rms_log_small"], r["score"]))),
+             ("closest overall", agr)]
+    for why, rr in cands:
         if rr and (rr[0]["setting"], rr[0]["kernel"], rr[0]["distance"]) not in [p_[:3] for p_ in picks]:
-            picks.append((rr[0]["setting"], rr[0]["kernel"], rr[0]["distance"],
-                          "closest" + (f" in {dist}" if dist else " overall")))
+            picks.append((rr[0]["setting"], rr[0]["kernel"], rr[0]["distance"], why))
     default = next(iter(results))
     if results[default].get("curves"):
         ks = results[default]["curves"]["kernels"]
@@ -769,8 +774,10 @@ def plot(an: dict, out: Path, title_extra: str = "") -> None:
             ax3.scatter(kc["L1"][-1], kc["agreement"][-1], s=14, marker=fam[k.split(":")[0]], color=col, alpha=0.55,
                         linewidths=0)
     ax3.scatter([0.083], [0.964], marker="*", s=300, color="k", zorder=5, label="paper (n = 128)")
+    lengths = {r["setting"].length for r in results.values() if r.get("curves")}
     for l, col in {1: colors[0], 2: colors[1], 3: colors[2], 5: colors[3], 10: colors[4]}.items():
-        ax3.scatter([], [], color=col, marker="o", label=f"l = {l}")
+        if l in lengths:
+            ax3.scatter([], [], color=col, marker="o", label=f"l = {l}")
     for f, mk in fam.items():
         if f in present:
             ax3.scatter([], [], color="gray", marker=mk, label=f)
