@@ -50,14 +50,15 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from icl_kernel.errors import UserError
-from icl_kernel.runfolder import RunFolder, RunFolderError, is_run_folder, open_existing, config_form
+from icl_kernel.runfolder import RunFolder, RunFolderError, open_existing
 from llm_check.errors import ConfigError
 from llm_check.loading.export import hf_config_dict, hf_state_dict
 from llm_check.models.gptj import GPTJConfig, GPTJModel
 from simulate import corpus
 from simulate.presets import build_preset, preset_defaults
 from simulate.runtime import batch_sharding
-from theory.hmm import HMM, make_hmm
+from simulate.sweep import load_run_hmm
+from theory.hmm import HMM
 
 COMMAND = "pretrain"
 FORMAT_VERSION = 1
@@ -307,15 +308,6 @@ def references(hmm: HMM, resolved: dict, heldout) -> dict:
     return dict(bayes=bayes, unigram=ng["unigram"], bigram=ng["bigram"],
                 heldout_docs=int(heldout.shape[0]), context=int(heldout.shape[1]),
                 ngram_fit_docs=int(resolved["ngram_docs"]))
-
-
-def load_run_hmm(rf: RunFolder) -> HMM:
-    a = rf.load_npz("hmm.npz")
-    try:
-        return make_hmm(a["T"], a["B"], a["R"], a["p0"], a["task_start"], a["task_of_state"], a["delim"],
-                        a["delim_weight"])
-    except KeyError as exc:
-        raise RunFolderError(f"{rf.path / 'hmm.npz'} lacks the field {exc}") from None
 
 
 def load_trained(run_dir) -> tuple[GPTJModel, dict, HMM]:

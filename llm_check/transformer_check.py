@@ -32,7 +32,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple

@@ -9,6 +9,7 @@ import pytest
 from icl_kernel.cli import main
 from llm_check import train
 from llm_check import transformer_check as tc
+from simulate.presets import build_preset
 from simulate.sampling import sample_prompts
 from simulate.sweep import SweepConfig, run_sweep
 from theory import kernels as tk
@@ -18,7 +19,7 @@ HAN = dict(num_tasks=2, num_states=4, num_tokens=6, emit_conc=1.0, delim_rate=0.
 
 def _prompts(P=5, N=4, l=3):
     with jax.enable_x64(True):
-        hmm = train.build_preset("han", HAN)
+        hmm = build_preset("han", HAN)
         return hmm, sample_prompts(jax.random.PRNGKey(0), hmm, [1, 2], P, N, l)
 
 
