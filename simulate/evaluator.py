@@ -190,56 +190,90 @@ def choose_forward(hmm: HMM, labels, length: int | None, forward: str = "auto") 
     return "factorised" if ok else "general"
 
 
+class _Static(NamedTuple):
+    """What the compiled evaluator is specialised on (hashable): everything else is an argument."""
+
+    grid: tuple
+    kernels: tuple  # per kernel: ("matrix", per_task) or ("belief" | "predictive", beta)
+    K: int
+    b: int
+    factorised: bool
+
+
+class EvaluatorParams(NamedTuple):
+    """The evaluator's arrays, passed to the compiled function as arguments (not baked in as
+    constants), so one executable serves every HMM and Σ of the same shapes."""
+
+    hmm: HMM
+    A: object            # simulate.forward.HMMArrays (general scan) or None
+    F: object            # simulate.factorised.FactorisedArrays or None
+    mats: tuple          # per kernel: Σ⁺ stack [S, F, F] (matrix kernels) or None
+    labels: jax.Array    # [|Y|] int32
+    order: jax.Array     # [K b] states block by block
+
+
 def make_evaluator(hmm: HMM, prepared: PreparedKernels, labels, grid, dtype, *, length: int | None = None,
                    forward: str = "general"):
-    """A jitted function ``(demos_x [P,N,l], demos_y [P,N], x_test [P,l], task [P]) -> Evaluation``.
+    """A function ``(demos_x [P,N,l], demos_y [P,N], x_test [P,l], task [P]) -> Evaluation`` (jitted).
 
     ``forward`` (see :func:`choose_forward`; needs ``length`` for anything but ``general``) picks the
     Bayes pass: the restart factorisation (per-demonstration likelihoods and cumulative sums) or
     the general scan over the whole prompt. Both give the same numbers to rounding (tested).
+    The returned function has ``.lower(*batch)`` for ahead-of-time compilation (profiling).
     """
-    A = hmm_arrays(hmm, jnp.dtype(dtype))
-    labels_j = jnp.asarray(labels, jnp.int32)
-    grid = tuple(int(n) for n in grid)
-    grid_j = jnp.asarray(grid)
     blocks = prepared.blocks
-    mats = [jnp.asarray(k.inverses, jnp.float64) if isinstance(k, MatrixKernel) else None
-            for k in prepared.kernels]
     path = choose_forward(hmm, labels, length, forward)
     F = factorised_arrays(hmm, labels, length, jnp.dtype(dtype)) if path == "factorised" else None
+    params = EvaluatorParams(
+        hmm=jax.tree_util.tree_map(jnp.asarray, hmm),
+        A=None if F is not None else hmm_arrays(hmm, jnp.dtype(dtype)),
+        F=F,
+        mats=tuple(jnp.asarray(k.inverses, jnp.float64) if isinstance(k, MatrixKernel) else None
+                   for k in prepared.kernels),
+        labels=jnp.asarray(labels, jnp.int32),
+        order=jnp.asarray(blocks.order))
+    static = _Static(grid=tuple(int(n) for n in grid),
+                     kernels=tuple(("matrix", k.per_task) if isinstance(k, MatrixKernel) else (k.spec.name, k.spec.beta)
+                                   for k in prepared.kernels),
+                     K=blocks.K, b=blocks.b, factorised=F is not None)
 
     def evaluate(demos_x, demos_y, x_test, task) -> Evaluation:
-        if F is not None:
-            sb = sweep_bayes_factorised(F, demos_x, demos_y, x_test, task, grid)
-        else:
-            sb = sweep_bayes(A, demos_x, demos_y, x_test, task, labels_j, grid)
-        lab_idx = jnp.argmax(demos_y[..., None] == labels_j, axis=-1)
-        if any(isinstance(k, MatrixKernel) for k in prepared.kernels):
-            phi_d = tk.operator_features(hmm, demos_x, blocks, xp=jnp)
-            phi_t = tk.operator_features(hmm, x_test, blocks, xp=jnp)
-        features = {}
-        estimates = []
-        for k, M in zip(prepared.kernels, mats):
-            if isinstance(k, MatrixKernel):
-                if k.per_task:
-                    u = jnp.einsum("pf,pfg->pg", phi_t, M[task])
-                else:
-                    u = phi_t @ M[0]
-                Kv = jnp.einsum("pf,pnf->pn", u, phi_d)
-            else:
-                name = k.spec.name
-                if name not in features:
-                    fn = tk.belief_features if name == "belief" else tk.predictive_features
-                    features[name] = (fn(hmm, x_test, xp=jnp), fn(hmm, demos_x, xp=jnp))
-                ft, fd = features[name]
-                Kv = tk.kernel_values_vector(ft, fd, k.spec.beta, xp=jnp)
-            yhat, den = tk.kernel_regression(Kv, lab_idx, len(labels), grid, xp=jnp)  # [G, P, ·]
-            neg = jnp.cumsum((Kv < 0).astype(Kv.dtype), axis=1)[:, grid_j - 1] / grid_j
-            estimates.append(KernelEstimate(jnp.moveaxis(yhat, 0, 1), den.T, neg))
-        return Evaluation(jnp.moveaxis(sb.bayes, 0, 1), sb.log_evidence.T, sb.task_mass.T, sb.oracle,
-                          tuple(estimates))
+        return _evaluate(params, demos_x, demos_y, x_test, task, static=static)
 
-    return jax.jit(evaluate)
+    evaluate.lower = lambda *batch: _evaluate.lower(params, *batch, static=static)
+    return evaluate
+
+
+@partial(jax.jit, static_argnames=("static",))
+def _evaluate(params: EvaluatorParams, demos_x, demos_y, x_test, task, *, static: _Static) -> Evaluation:
+    grid = static.grid
+    grid_j = jnp.asarray(grid)
+    hmm = params.hmm
+    if static.factorised:
+        sb = sweep_bayes_factorised(params.F, demos_x, demos_y, x_test, task, grid)
+    else:
+        sb = sweep_bayes(params.A, demos_x, demos_y, x_test, task, params.labels, grid)
+    lab_idx = jnp.argmax(demos_y[..., None] == params.labels, axis=-1)
+    blocks = tk.Blocks(params.order, static.K, static.b)
+    if any(kind == "matrix" for kind, _ in static.kernels):
+        phi_d = tk.operator_features(hmm, demos_x, blocks, xp=jnp)
+        phi_t = tk.operator_features(hmm, x_test, blocks, xp=jnp)
+    features = {}
+    estimates = []
+    for (kind, arg), M in zip(static.kernels, params.mats):
+        if kind == "matrix":
+            u = jnp.einsum("pf,pfg->pg", phi_t, M[task]) if arg else phi_t @ M[0]
+            Kv = jnp.einsum("pf,pnf->pn", u, phi_d)
+        else:
+            if kind not in features:
+                fn = tk.belief_features if kind == "belief" else tk.predictive_features
+                features[kind] = (fn(hmm, x_test, xp=jnp), fn(hmm, demos_x, xp=jnp))
+            ft, fd = features[kind]
+            Kv = tk.kernel_values_vector(ft, fd, arg, xp=jnp)
+        yhat, den = tk.kernel_regression(Kv, lab_idx, params.labels.shape[0], grid, xp=jnp)  # [G, P, ·]
+        neg = jnp.cumsum((Kv < 0).astype(Kv.dtype), axis=1)[:, grid_j - 1] / grid_j
+        estimates.append(KernelEstimate(jnp.moveaxis(yhat, 0, 1), den.T, neg))
+    return Evaluation(jnp.moveaxis(sb.bayes, 0, 1), sb.log_evidence.T, sb.task_mass.T, sb.oracle, tuple(estimates))
 
 
 # ------------------------------------------------------------------ many batches
