@@ -131,6 +131,21 @@ SIM_CASES = [
     ("phenomena-prompts", ["phenomena", "labels", "--prompts", "0"], "--prompts: 0"),
     ("phenomena-seeds", ["phenomena", "ood", "--seeds", "2,2"], "repeats a seed"),
     ("phenomena-param", ["phenomena", "ood", "-P", "emit_conc=nan"], "expected a finite number"),
+    # pretrain
+    ("pretrain-steps-zero", ["pretrain", *TINY, "--steps", "0"], "--steps: 0"),
+    ("pretrain-steps-negative", ["pretrain", *TINY, "--steps", "-5"], "--steps: -5"),
+    ("pretrain-heads", ["pretrain", *TINY, "--n-embd", "30", "--n-head", "4"], "30"),
+    ("pretrain-batch", ["pretrain", *TINY, "--batch-size", "0"], "--batch-size: 0"),
+    ("pretrain-lr", ["pretrain", *TINY, "--lr", "nan"], "nan"),
+    ("pretrain-name", ["pretrain", *TINY, "--name", "../p"], "'../p' is not a valid run name"),
+    ("pretrain-param", ["pretrain", "-P", "emit_conc=inf"], "expected a finite number"),
+    ("pretrain-foreign", ["pretrain", *TINY, "--runs-dir", ".", "--name", "mine"], "not an icl-kernel run folder"),
+    # transformer-check
+    ("tc-missing-model", ["transformer-check", "runs/none", "runs/ok"], "runs/none not found"),
+    ("tc-foreign-model", ["transformer-check", "mine", "runs/ok"], "no .icl-kernel-run marker"),
+    ("tc-sweep-as-model", ["transformer-check", "runs/ok", "runs/ok"], "made by `sweep`"),
+    ("tc-chunk", ["transformer-check", "runs/ok", "runs/ok", "--chunk", "0"], "--chunk: 0"),
+    ("tc-name", ["transformer-check", "runs/ok", "runs/ok", "--name", "/abs"], "'/abs' is not a valid run name"),
 ]
 
 
