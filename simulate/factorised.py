@@ -129,15 +129,19 @@ class FactorisedArrays(NamedTuple):
 
     Attributes:
         T: ``[K, b, b]`` transitions inside each block.
-        Bt: ``[m, K, b]`` emission of token o by each state of each block.
-        start: ``[K, b]`` s_θ on its block.
-        first: ``[K, b]`` p0 (normalised) restricted to θ's block; its mass is the prior π_θ.
+        Bt: ``[m, b, K]`` emission of token o by each state of each block.
+        start: ``[b, K]`` s_θ on its block.
+        first: ``[b, K]`` p0 (normalised) restricted to θ's block; its mass is the prior π_θ.
         labels: ``[|Y|]`` int32 the label tokens (the right table is indexed by label position).
-        left: ``[2, m (a times), K, b]`` vᵀ G_{x_0} ⋯ G_{x_{a−1}} normalised; index 0: v = s_θ,
-            1: v = p0|θ (the first demonstration).
-        left_log: ``[2, m (a times), K]`` its log mass.
-        right: ``[m (c times), |Y|, K, b]`` T G_{x_{l−c}} ⋯ G_{x_{l−1}} (b_y ⊙ T w_δ) normalised.
-        right_log: ``[m (c times), |Y|, K]`` its log mass.
+        left: ``[2, m (a times), b + 1, K]``: ``[..., :b, :]`` is vᵀ G_{x_0} ⋯ G_{x_{a−1}}
+            normalised, ``[..., b, :]`` its log mass; index 0: v = s_θ, 1: v = p0|θ (the first
+            demonstration).
+        right: ``[m (c times), |Y|, b + 1, K]``: T G_{x_{l−c}} ⋯ G_{x_{l−1}} (b_y ⊙ T w_δ)
+            normalised, and its log mass.
+
+    Messages are stored state-major, task-minor (``[..., b, K]``): the sums over states are then
+    adds of K-vectors. The log mass rides as an extra state row so that one row gather per table
+    serves a demonstration.
     """
 
     T: jax.Array
@@ -146,9 +150,7 @@ class FactorisedArrays(NamedTuple):
     first: jax.Array
     labels: jax.Array
     left: jax.Array
-    left_log: jax.Array
     right: jax.Array
-    right_log: jax.Array
 
     @property
     def ends(self) -> tuple[int, int]:
@@ -156,11 +158,11 @@ class FactorisedArrays(NamedTuple):
         return self.left.ndim - 3, self.right.ndim - 3
 
 
-def _split(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Normalise vectors ``[..., b]`` to sum 1 and return (vectors, log mass); zero → (0, −inf)."""
+def _with_log_mass(v: np.ndarray) -> np.ndarray:
+    """Vectors ``[..., b]`` → ``[..., b + 1]``: normalised to sum 1, then the log mass (zero → 0, −inf)."""
     c = v.sum(-1)
     with np.errstate(divide="ignore"):
-        return v / np.where(c > 0, c, 1.0)[..., None], np.log(c)
+        return np.concatenate([v / np.where(c > 0, c, 1.0)[..., None], np.log(c)[..., None]], axis=-1)
 
 
 def table_ends(length: int, num_tokens: int, num_labels: int, K: int, b: int,
@@ -213,57 +215,64 @@ def factorised_arrays(hmm: HMM, labels, length: int, dtype=jnp.float32,
     for _ in range(c):
         right = Bt.reshape((m,) + (1,) * (right.ndim - 2) + (K, b)) * np.einsum("kbc,...kc->...kb", Tb, right)[None]
     right = np.einsum("kbc,...kc->...kb", Tb, right)
-    left, left_log = _split(left)
-    right, right_log = _split(right)
-    arr = lambda x: jnp.asarray(x, dtype)  # noqa: E731
-    return FactorisedArrays(arr(Tb), arr(Bt), arr(start), arr(first), jnp.asarray(lab, jnp.int32),
-                            arr(left), arr(left_log), arr(right), arr(right_log))
+    arr = lambda x: jnp.asarray(np.swapaxes(x, -1, -2), dtype)  # [..., K, b] -> [..., b, K]  # noqa: E731
+    return FactorisedArrays(jnp.asarray(Tb, dtype), arr(Bt), arr(start), arr(first), jnp.asarray(lab, jnp.int32),
+                            arr(_with_log_mass(left)), arr(_with_log_mass(right)))
 
 
 # ------------------------------------------------------------------ per-demonstration likelihoods
 
 
 def _block_filter(F: FactorisedArrays, alpha, logz, tokens):
-    """Filter ``tokens [..., S]`` from ``alpha [..., K, b]`` block by block, renormalising.
+    """Filter ``tokens [..., S]`` from ``alpha [..., b, K]`` block by block, renormalising.
 
-    Returns the normalised message ``[..., K, b]`` and the accumulated log normaliser ``[..., K]``
+    Returns the normalised message ``[..., b, K]`` and the accumulated log normaliser ``[..., K]``
     (−inf, with a zero message, where a block cannot produce the tokens).
     """
     def step(carry, tok):
         al, lz = carry
-        new = jnp.einsum("...ki,kij->...kj", al * F.Bt[tok], F.T)
-        c = new.sum(-1)
-        return (new / jnp.where(c > 0, c, 1)[..., None], lz + jnp.log(c)), None
+        new = jnp.einsum("...ik,kij->...jk", al * F.Bt[tok], F.T)
+        c = new.sum(-2)
+        return (new / jnp.where(c > 0, c, 1)[..., None, :], lz + jnp.log(c)), None
 
     (alpha, logz), _ = jax.lax.scan(step, (alpha, logz), jnp.moveaxis(tokens, -1, 0))
     return alpha, logz
 
 
-CHUNK_ELEMENTS = 1 << 19  # messages held at once per scan step: P·C·K·b (cache-sized, not the whole batch)
+CHUNK_ELEMENTS = 1 << 16  # gathered floats per scan step, P·C·K·(b+1): cache-sized, not the whole batch
 
 
-def _ends_log_likelihood(F: FactorisedArrays, x, y, is_first):
-    """log ℓ for demonstrations ``x [..., l]`` (tokens ≥ 0), label tokens ``y [...]``: ``[..., K]``."""
+def _rows(table, index):
+    """Rows of ``table [rows, ...]`` at ``index`` (all in range by construction)."""
+    return table.at[index].get(mode="promise_in_bounds")
+
+
+def _ends_log_likelihood(F: FactorisedArrays, x, y, first):
+    """log ℓ ``[..., K]`` for inputs ``x [..., l]`` and label tokens ``y [...]`` (NaN where invalid).
+
+    ``first [...]`` is 1 for a prompt's first demonstration (scored from p0|θ), else 0. A token
+    outside 0..m−1 (e.g. padding) or a label not in ``F.labels`` gives NaN for that demonstration.
+    """
     a, c = F.ends
     l = x.shape[-1]
     m = F.Bt.shape[0]
-    K, b = F.start.shape
-
-    def flat(*keys):  # row-major position of (k0, k1, ...) in the leading axes of a table
-        out = keys[0]
-        for k in keys[1:]:
-            out = out * m + k
-        return out
-
-    li = flat(is_first, *(x[..., t] for t in range(a)))
-    row = F.left.reshape(-1, K, b)[li]  # [..., K, b]
-    lz = F.left_log.reshape(-1, K)[li]  # [..., K]
+    b, K = F.start.shape
+    eq = y[..., None] == F.labels
+    ok = jnp.all((x >= 0) & (x < m), axis=-1) & jnp.any(eq, axis=-1)
+    x = jnp.clip(x, 0, m - 1)
+    li = jnp.broadcast_to(first, x.shape[:-1])
+    for t in range(a):
+        li = li * m + x[..., t]
+    L = _rows(F.left.reshape(-1, b + 1, K), li)  # one gather: vectors and log masses
+    row, lz = L[..., :b, :], L[..., b, :]
     if l - c - 1 > a:  # middle tokens, one step each
         row, lz = _block_filter(F, row, lz, x[..., a:l - c - 1])
-    y_idx = jnp.argmax(y[..., None] == F.labels, axis=-1).astype(x.dtype)
-    ri = flat(*(x[..., t] for t in range(l - c, l))) * F.labels.shape[0] + y_idx if c else y_idx
-    ell = (row * F.Bt[x[..., l - c - 1]] * F.right.reshape(-1, K, b)[ri]).sum(-1)
-    return lz + F.right_log.reshape(-1, K)[ri] + jnp.log(ell)
+    ri = jnp.zeros_like(li)
+    for t in range(l - c, l):
+        ri = ri * m + x[..., t]
+    R = _rows(F.right.reshape(-1, b + 1, K), ri * F.labels.shape[0] + jnp.argmax(eq, axis=-1).astype(li.dtype))
+    ell = (row * _rows(F.Bt, x[..., l - c - 1]) * R[..., :b, :]).sum(-2)
+    return jnp.where(ok[..., None], lz + R[..., b, :] + jnp.log(ell), jnp.nan)
 
 
 @partial(jax.jit, static_argnames=("chunk",))
@@ -274,34 +283,32 @@ def demo_log_likelihoods(F: FactorisedArrays, demos_x, demos_y, chunk: int | Non
     ℓ = vᵀ T_x diag(b_y) T w_δ, the probability of the segment x y δ. ``demos_x [P, N, l]``
     (no padding: a demonstration with a token < 0 gets NaN), ``demos_y [P, N]`` label tokens (one
     that is not in ``F.labels`` gets NaN). l must be at least a + c + 1 (:attr:`FactorisedArrays.ends`).
-    The demonstrations are scanned in chunks of ``chunk`` (default: P·chunk·K·b ≈ 2¹⁹) so that the
-    gathered messages stay in cache.
+    Per demonstration this is three row lookups and a b-term product per task. The demonstrations
+    are scanned in chunks of ``chunk`` (default: P·chunk·K·(b+1) ≈ 2¹⁶ floats, a power of two) so
+    that what is gathered stays in cache.
     """
     a, c = F.ends
     P, N, l = demos_x.shape
-    K, b = F.start.shape
+    b, K = F.start.shape
     if l < a + c + 1:
         raise ValueError(f"inputs of length {l} are shorter than the tables' a + c + 1 = {a + c + 1}")
-    C = chunk or max(1, min(N, CHUNK_ELEMENTS // max(1, P * K * b)))
+    fit = max(1, CHUNK_ELEMENTS // max(1, P * K * (b + 1)))
+    C = int(chunk or min(N, 1 << (fit.bit_length() - 1)))
     S = -(-N // C)
-    pad = S * C - N
-    x = jnp.maximum(demos_x, 0)
-    y = demos_y
-    if pad:  # repeat the last demonstration; its values are cut off below
-        x = jnp.concatenate([x, jnp.repeat(x[:, -1:], pad, axis=1)], axis=1)
-        y = jnp.concatenate([y, jnp.repeat(y[:, -1:], pad, axis=1)], axis=1)
-    xs = jnp.moveaxis(x.reshape(P, S, C, l), 1, 0)  # [S, P, C, l]
-    ys = jnp.moveaxis(y.reshape(P, S, C), 1, 0)
-    first = (jnp.arange(S * C) == 0).astype(x.dtype).reshape(S, 1, C)
+    x, y = demos_x, demos_y
+    if S * C > N:  # pad with copies of demonstration 0; their values are cut off below
+        x = jnp.concatenate([x, jnp.broadcast_to(x[:, :1], (P, S * C - N, l))], axis=1)
+        y = jnp.concatenate([y, jnp.broadcast_to(y[:, :1], (P, S * C - N))], axis=1)
+    if S == 1:
+        return _ends_log_likelihood(F, x, y, (jnp.arange(N) == 0).astype(x.dtype))
 
     def body(_, inp):
-        xc, yc, fc = inp
-        return None, _ends_log_likelihood(F, xc, yc, jnp.broadcast_to(fc, yc.shape))
+        xc, yc, s = inp
+        return None, _ends_log_likelihood(F, xc, yc, (jnp.arange(C) + s * C == 0).astype(xc.dtype))
 
-    _, out = jax.lax.scan(body, None, (xs, ys, first))  # [S, P, C, K]
-    out = jnp.moveaxis(out, 0, 1).reshape(P, S * C, K)[:, :N]
-    ok = jnp.all(demos_x >= 0, axis=-1) & jnp.any(demos_y[..., None] == F.labels, axis=-1)
-    return jnp.where(ok[..., None], out, jnp.nan)
+    _, out = jax.lax.scan(body, None, (jnp.moveaxis(x.reshape(P, S, C, l), 1, 0),
+                                       jnp.moveaxis(y.reshape(P, S, C), 1, 0), jnp.arange(S)))
+    return jnp.moveaxis(out, 0, 1).reshape(P, S * C, K)[:, :N]
 
 
 class XTest(NamedTuple):
@@ -318,14 +325,15 @@ class XTest(NamedTuple):
 
 def _x_test(F: FactorisedArrays, x_test) -> XTest:
     P = x_test.shape[0]
-    v = jnp.stack([F.start, F.first])  # [2, K, b]
-    c = v.sum(-1)
-    a0 = jnp.broadcast_to(v / jnp.where(c > 0, c, 1)[..., None], (P,) + v.shape)
+    v = jnp.stack([F.start, F.first])  # [2, b, K]
+    c = v.sum(-2)
+    a0 = jnp.broadcast_to(v / jnp.where(c > 0, c, 1)[..., None, :], (P,) + v.shape)
     lz0 = jnp.broadcast_to(jnp.log(c), (P,) + c.shape)
-    toks = jnp.broadcast_to(jnp.maximum(x_test, 0)[:, None], (P, 2, x_test.shape[-1]))
-    alpha, logz = _block_filter(F, a0, lz0, toks)  # [P, 2, K, b]
-    q = jnp.einsum("pskb,ykb->psky", alpha, F.Bt[F.labels])
-    ok = jnp.all(x_test >= 0, axis=-1)[:, None, None]
+    m = F.Bt.shape[0]
+    toks = jnp.broadcast_to(jnp.clip(x_test, 0, m - 1)[:, None], (P, 2, x_test.shape[-1]))
+    alpha, logz = _block_filter(F, a0, lz0, toks)  # [P, 2, b, K]
+    q = jnp.einsum("psbk,ybk->psky", alpha, F.Bt[F.labels])
+    ok = jnp.all((x_test >= 0) & (x_test < m), axis=-1)[:, None, None]
     return XTest(jnp.where(ok, logz, jnp.nan), jnp.where(ok[..., None], q, jnp.nan))
 
 
@@ -366,22 +374,40 @@ def _cumulative(log_ell):
     return pad(rel), pad(base)
 
 
-def _bayes_at(rel, base, n_zero, xt: XTest, task):
-    """Bayes, evidence and posterior from cumulative log-likelihoods ``rel, base [P, G, K|1]``.
+def _bayes_rows(rel, base, lx, q, task):
+    """Bayes, evidence, posterior and θ*'s mass for rows that share x_test's start.
 
-    ``n_zero [G]`` marks the points with no demonstration (x_test from p0|θ, not from s_θ).
+    ``rel [P, G, K]``, ``base [P, G, 1]``: cumulative log-likelihoods (:func:`_cumulative`);
+    ``lx [P, K]``: log P(x_test | start, θ); ``q [P, K, |Y|]``: P(y | x_test, start, θ).
     """
-    sel = n_zero[None, :, None]
-    lx = jnp.where(sel, xt.log_mass[:, 1:2], xt.log_mass[:, 0:1])  # [P, G, K]
-    q = jnp.where(sel[..., None], xt.label_probs[:, 1:2], xt.label_probs[:, 0:1])  # [P, G, K, Y]
-    # n = 0: p0|θ already carries π_θ in its log mass; n ≥ 1: π_θ sits in demonstration 1's ℓ.
-    total = rel + lx
-    lse = jax.scipy.special.logsumexp(total, axis=-1)  # [P, G]
-    post = jnp.exp(total - lse[..., None])
-    joint = (post[..., None] * q).sum(-2)  # elementwise and a reduce: no tiny batched matmuls
+    total = rel + lx[:, None]
+    mx = jnp.max(total, axis=-1, keepdims=True)
+    e = jnp.exp(total - jnp.where(jnp.isfinite(mx), mx, 0.0))
+    z = e.sum(-1)
+    post = e / z[..., None]
+    joint = jnp.einsum("pgk,pky->pgy", post, q)
     bayes = joint / joint.sum(-1, keepdims=True)
     mass = jnp.take_along_axis(post, task[:, None, None].astype(jnp.int32), axis=-1)[..., 0]
-    return bayes, lse + base[..., 0], post, mass
+    return bayes, mx[..., 0] + jnp.log(z) + base[..., 0], post, mass
+
+
+def _bayes_at(rel, base, n, xt: XTest, task):
+    """:func:`_bayes_rows` at the demonstration counts ``n`` (static ints; the rows of ``rel``).
+
+    After n ≥ 1 demonstrations x_test starts from s_θ; at n = 0 from p0|θ, whose log mass carries
+    the prior π_θ (for n ≥ 1, π_θ sits in demonstration 1's ℓ).
+    """
+    n = np.asarray(n)
+    zero = n == 0
+    if not zero.any():
+        return _bayes_rows(rel, base, xt.log_mass[:, 0], xt.label_probs[:, 0], task)
+    pos, nz = np.flatnonzero(~zero), np.flatnonzero(zero)
+    a = _bayes_rows(rel[:, pos], base[:, pos], xt.log_mass[:, 0], xt.label_probs[:, 0], task)
+    b = _bayes_rows(rel[:, nz], base[:, nz], xt.log_mass[:, 1], xt.label_probs[:, 1], task)
+    if np.all(nz == np.arange(len(nz))):  # the n = 0 rows come first (sorted grids, the curve)
+        return tuple(jnp.concatenate([v, u], axis=1) for u, v in zip(a, b))
+    back = np.argsort(np.concatenate([pos, nz]))
+    return tuple(jnp.concatenate([u, v], axis=1)[:, back] for u, v in zip(a, b))
 
 
 def _oracle(xt: XTest, task):
@@ -398,8 +424,7 @@ def bayes_curve(F: FactorisedArrays, demos_x, demos_y, x_test, task) -> BayesCur
     """
     rel, base = _cumulative(demo_log_likelihoods(F, demos_x, demos_y))
     xt = _x_test(F, x_test)
-    n_zero = jnp.arange(rel.shape[1]) == 0
-    bayes, lz, post, mass = _bayes_at(rel, base, n_zero, xt, task)
+    bayes, lz, post, mass = _bayes_at(rel, base, np.arange(rel.shape[1]), xt, task)
     return BayesCurve(bayes, lz, post, mass, _oracle(xt, task))
 
 
@@ -416,5 +441,5 @@ def sweep_bayes_factorised(F: FactorisedArrays, demos_x, demos_y, x_test, task, 
     if idx.min() < 0 or idx.max() > demos_x.shape[1]:
         raise ValueError(f"grid {list(grid)} must lie in 0..N = {demos_x.shape[1]}")
     xt = _x_test(F, x_test)
-    bayes, lz, _, mass = _bayes_at(rel[:, idx], base[:, idx], jnp.asarray(idx == 0), xt, task)
+    bayes, lz, _, mass = _bayes_at(rel[:, idx], base[:, idx], idx, xt, task)
     return SweepBayes(jnp.moveaxis(bayes, 1, 0), lz.T, mass.T, _oracle(xt, task))

@@ -154,3 +154,34 @@ def test_sharpened_kernel_is_scale_free_and_bandwidth_orders():
 def test_kernel_spec_errors(text, msg):
     with pytest.raises(KernelError, match=msg):
         tk.parse_kernel(text)
+
+
+# ---------------------------------------------------------------- exact Σ by the third-moment recursion
+
+
+@pytest.mark.parametrize("num_tasks,num_states,leak,length", [(2, 4, 0.0, 1), (2, 4, 0.1, 3), (3, 6, 0.0, 2),
+                                                               (1, 3, 0.0, 3)])
+def test_recursive_second_moment_equals_enumeration(num_tasks, num_states, leak, length):
+    """Σ_{p,l} by the recursion vs enumeration of every x, for p0, every task start and a random
+    start (all in one call), with and without block structure (one task: K = 1, b = d); and the
+    start-weighted Gram of theory/reference (operator products, no shared code) as a second reference."""
+    hmm = tiny_hmm(num_tasks + length, num_tasks=num_tasks, num_states=num_states, num_tokens=4, leak=leak)
+    blocks = tk.block_structure(hmm)
+    assert blocks.K == num_tasks
+    rnd = np.random.default_rng(length).dirichlet(np.ones(hmm.num_states))
+    starts = np.vstack([hmm.p0, hmm.task_start, rnd])
+    S = tk.second_moment_recursive(hmm, starts, length, blocks)
+    full = tk.restricted_to_full(blocks, hmm.num_states)
+    for s, start in enumerate(starts):
+        E = tk.second_moment_exact(hmm, start, length, blocks)
+        np.testing.assert_allclose(S[s], E, rtol=1e-12, atol=1e-12 * np.abs(E).max())
+        G = gram_by_enumeration(hmm, length, alphabet=input_tokens(hmm), weights_start=start)
+        np.testing.assert_allclose(S[s], G[np.ix_(full, full)], rtol=1e-12, atol=1e-12 * np.abs(E).max())
+    np.testing.assert_allclose(tk.second_moment_recursive(hmm, hmm.p0, length, blocks), S[0], rtol=1e-14)
+
+
+def test_recursive_second_moment_refuses_a_state_too_large(monkeypatch):
+    hmm = tiny_hmm(0, num_tasks=2, num_states=4, num_tokens=4)
+    monkeypatch.setattr(tk, "RECURSION_LIMIT", 10)
+    with pytest.raises(KernelError, match="Monte Carlo"):
+        tk.second_moment_recursive(hmm, hmm.p0, 2)
