@@ -111,7 +111,7 @@ def main():
     t_general = best_of(lambda: general_grid(dx, dy, xt, th), a.repeats)
     t_fact = best_of(fact_grid, a.repeats)
     t_dyn = sum(best_of(lambda n=n: dyn(toks_n[n]), a.repeats) for n in grid)
-    t_curve = best_of(fact_curve, max(3, a.repeats // 4))
+    t_curve = best_of(fact_curve, max(3, a.repeats // 2))
     t_general_one = best_of(lambda: general_one(dx, dy, xt, th), a.repeats)
     t_dyn_one = best_of(lambda: dyn(toks_n[N]), a.repeats)
     steps_one = P * (N * (l + 2) + l)

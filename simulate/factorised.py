@@ -239,7 +239,7 @@ def _block_filter(F: FactorisedArrays, alpha, logz, tokens):
     return alpha, logz
 
 
-CHUNK_ELEMENTS = 1 << 16  # gathered floats per scan step, P·C·K·(b+1): cache-sized, not the whole batch
+CHUNK_ELEMENTS = 1 << 18  # gathered floats per scan step, P·C·K·(b+1): cache-sized, not the whole batch
 
 
 def _rows(table, index):
@@ -284,7 +284,7 @@ def demo_log_likelihoods(F: FactorisedArrays, demos_x, demos_y, chunk: int | Non
     (no padding: a demonstration with a token < 0 gets NaN), ``demos_y [P, N]`` label tokens (one
     that is not in ``F.labels`` gets NaN). l must be at least a + c + 1 (:attr:`FactorisedArrays.ends`).
     Per demonstration this is three row lookups and a b-term product per task. The demonstrations
-    are scanned in chunks of ``chunk`` (default: P·chunk·K·(b+1) ≈ 2¹⁶ floats, a power of two) so
+    are scanned in chunks of ``chunk`` (default: P·chunk·K·(b+1) ≈ 2¹⁸ floats, a power of two) so
     that what is gathered stays in cache.
     """
     a, c = F.ends
