@@ -127,7 +127,8 @@ def main():
     print(f"whole grid     factorised {t_fact * 1e3:8.2f} ms   general {t_general * 1e3:8.2f} ms   "
           f"dynamax (each n) {t_dyn * 1e3:8.1f} ms")
     print(f"               factorised vs dynamax {t_dyn / t_fact:7.1f}x (target >= 50)   "
-          f"general vs dynamax {t_dyn / t_general:5.2f}x (target >= 5)   factorised vs general {t_general / t_fact:5.2f}x")
+          f"general vs dynamax {t_dyn / t_general:5.2f}x (target >= 5)   "
+          f"factorised vs general {t_general / t_fact:5.2f}x")
     print(f"full curve     n = 1..{NC} factorised {t_curve * 1e3:8.1f} ms = {t_curve / t_general:5.2f}x the general "
           f"grid (target <= 2)")
     print(f"one batch n=N  general {steps_one / t_general_one / 1e6:8.2f} M seq-steps/s   dynamax "

@@ -300,6 +300,8 @@ def second_moment_recursive(hmm: HMM, start, length: int, blocks: Blocks | None 
     S = P.shape[0]
     if P.ndim != 2 or P.shape[1] != hmm.num_states:
         raise KernelError(f"start has shape {np.shape(start)}, expected [d={hmm.num_states}] or [S, d]")
+    if int(length) < 1:
+        raise KernelError(f"input length {length}, expected l >= 1")
     T = np.asarray(hmm.T, float)[o[:, :, None], o[:, None, :]]  # [K, b, b]
     B = np.asarray(hmm.B, float)[o][..., input_tokens(hmm)]  # [K, b, m-1]
     pairs = [(a, c) for a in range(K) for c in range(a, K)]
@@ -307,10 +309,6 @@ def second_moment_recursive(hmm: HMM, start, length: int, blocks: Blocks | None 
     qc = np.array([c for _, c in pairs])
     out = np.zeros((S, K, b, b, K, b, b))  # [s, a, i, j, c, k, l]
     F = K * b * b
-    if length == 0:  # T_x = I: Σ = Σ_x P(x|p) vec(I) vec(I)ᵀ with the single empty x
-        v = np.eye(b).reshape(-1)
-        one = np.tile(v, K)
-        return (P.sum(1)[:, None, None] * np.outer(one, one)[None]).reshape((S, F, F) if np.ndim(start) == 2 else (F, F))
     for e in range(K):
         Pe = P[:, o[e]]  # [S, b]
         if not np.any(Pe):
@@ -326,7 +324,7 @@ def second_moment_recursive(hmm: HMM, start, length: int, blocks: Blocks | None 
         C = np.einsum("uo,qjo,qlo->qujl", B[e], B[qa], B[qc])
         with jax.enable_x64(True):
             if length == 1:
-                Z = np.einsum("tu,quik,u,qij,qkl->qtikjl", V, C, T[e].sum(1), T[qa], T[qc])
+                Z = np.einsum("tu,quik,u,qij,qkl->qtikjl", V, C, T[e].sum(1), T[qa], T[qc], optimize=True)
             else:
                 Z = np.asarray(_third_moment_block(*(jnp.asarray(x, jnp.float64) for x in (V, T[e], T[qa], T[qc], C)),
                                                    length=int(length)))

@@ -167,8 +167,8 @@ def test_every_n_curve_equals_each_n_separately():
     curve = bayes_curve(F, dx, dy, xt, th)
     every = general(A, dx, dy, xt, th, jnp.asarray(LABELS), grid=tuple(range(N + 1)))
     for name in FIELDS[:3]:
-        np.testing.assert_allclose(np.moveaxis(np.asarray(getattr(curve, name)), 1, 0), np.asarray(getattr(every, name)),
-                                   rtol=1e-12, atol=1e-14, err_msg=name)
+        np.testing.assert_allclose(np.moveaxis(np.asarray(getattr(curve, name)), 1, 0),
+                                   np.asarray(getattr(every, name)), rtol=1e-12, atol=1e-14, err_msg=name)
     for n in (2, N):  # the n-demonstration prompt on its own, by the flat forward scan
         flat, lz = direct(A, prompt_tokens(dx, dy, xt, n, 0), 0, jnp.asarray(LABELS))
         np.testing.assert_allclose(np.asarray(curve.bayes[:, n]), np.asarray(flat), rtol=1e-12, atol=1e-14)
