@@ -428,8 +428,10 @@ def summarize(run_dirs: list[str], out_dir: str, fixed_head: tuple[int, int] | N
              "last-label agreement | position-vote agreement | McNemar p (head vs position vote) | "
              "majority-of-demos agreement | constant agreement | MiniLM KR | LM-hidden KR | head |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    shown = set()
     for r in res:
-        pp = PAPER_TABLE2.get(r["task"])
+        pp = PAPER_TABLE2.get(r["task"]) if r["task"] not in shown else None
+        shown.add(r["task"])
         ch = r["chosen_head"]
         hv = r.get("head_vs_position", {})
         lines.append(f"| {r['_dir']} | {r['task']} | {r['n_select']} / {r['n_heldout']} | {f(r['icl_accuracy_heldout'])} | "

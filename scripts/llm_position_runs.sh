@@ -13,3 +13,10 @@ for spec in "random:--selection random" "reversed:--order reversed" "shuffled:--
   name="sst2-held-${spec%%:*}"
   $K --task sst2 --n 8 --start 610 --limit 64 --no-singles ${spec#*:} --name "$name"
 done
+# tables and figures of docs/llm_check.md and the README (head fixed at the one sst2-n8 chose: L21 H1)
+$K --summarize sst2-n8 --summary-dir figures --summary-prefix llm-sst2-position \
+   --summary-title "SST-2, SmolLM2-135M (610 / 262): reconstruction beside the position-aware baselines"
+$K --summarize sst2-held-random,sst2-held-reversed,sst2-held-shuffled,sst2-held-retrieved,sst2-held-retrieved-shuffled \
+   --fixed-head 21,1 --summary-dir figures --summary-prefix llm-decoupling \
+   --summary-title "SST-2 decoupling, 64 items held out by sst2-n8's head selection, head L21 H1"
+cp runs/sst2-n8/fig_position_removed.png figures/llm-sst2-position_removed.png
