@@ -50,10 +50,10 @@ def tokenizer_from_gguf(path) -> "tokenizers.Tokenizer":  # noqa: F821
     if not path.is_file():
         raise TokenizerError(f"GGUF file {path} does not exist; expected a .gguf file")
     reader = path if isinstance(path, gguf.GGUFReader) else gguf.GGUFReader(str(path))
-    return _tokenizer_from_reader(reader, path)
+    return tokenizer_from_reader(reader, path)
 
 
-def _tokenizer_from_reader(reader, path) -> "tokenizers.Tokenizer":  # noqa: F821
+def tokenizer_from_reader(reader, path) -> "tokenizers.Tokenizer":  # noqa: F821
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     kind = _gguf_field(reader, "tokenizer.ggml.model")
