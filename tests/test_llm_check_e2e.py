@@ -25,6 +25,7 @@ def tiny_run(tmp_path_factory):
     return runs / "t", argv
 
 
+@pytest.mark.slow
 @needs_data
 @needs_smol
 @pytest.mark.smollm2
@@ -69,6 +70,7 @@ def test_run_folder_recomputes(tiny_run):
     assert after["icl_accuracy_all"] == pytest.approx(float(np.mean(logits.argmax(1) == gold)))
 
 
+@pytest.mark.slow
 @needs_data
 @needs_smol
 @pytest.mark.smollm2
@@ -98,6 +100,7 @@ def test_cli_bad_input_before_model(tmp_path, capsys, extra, msg):
     assert not runs.exists()      # nothing created on refusal
 
 
+@pytest.mark.slow
 @needs_data
 @needs_smol
 @pytest.mark.smollm2

@@ -77,6 +77,7 @@ def test_padding_is_the_identity_step():
     np.testing.assert_allclose(np.asarray(both.oracle[:4]), np.asarray(alone.oracle), rtol=1e-13)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_dynamax_reference(seed):
     """dynamax's hmm_filter (time-varying transitions: R after the delimiter) as an independent reference."""

@@ -186,6 +186,7 @@ def test_gram_limit_is_the_oracle_and_sigma_kernels_are_biased(length):
     assert max(biases["belief"]) > 1e-4 and max(biases["pretrain"]) > 1e-4
 
 
+@pytest.mark.slow
 @given(**jax_hmm_params, data=st.data())
 @settings(max_examples=6)
 def test_invariance_under_relabelling_hidden_states(seed, K, b, m, length, data):
@@ -217,6 +218,7 @@ def test_invariance_under_relabelling_hidden_states(seed, K, b, m, length, data)
     np.testing.assert_allclose(b1.oracle, b2.oracle, rtol=1e-10)
 
 
+@pytest.mark.slow
 @given(**jax_hmm_params, kernel=st.sampled_from(KERNELS), scale=st.sampled_from([1e-3, 7.0]), data=st.data())
 @settings(max_examples=8)
 def test_invariance_under_reordering_demos_and_scaling_sigma(seed, K, b, m, length, kernel, scale, data):
