@@ -16,7 +16,14 @@ x_test`` (a prefix of a p_pre document, as in training) and
   the transformer's own prediction and against Bayes. Heads are selected on one half of the
   prompts (even positions) and reported on the other half (odd positions), as in the paper's §5.5;
 * baselines beside every number: uniform weights (the label-frequency estimator), the kernel's
-  weights shuffled within each prompt, and a head drawn at random.
+  weights shuffled within each prompt, and a head drawn at random;
+* position controls (issue 12, the same functions as on SmolLM2, :mod:`llm_check.analysis`): per read,
+  the head whose vote argmax ỹ agrees most with the transformer's argmax on the even prompts, beside
+  the last demonstration's label, its position-only vote (each slot weighted by that head's mean
+  attention there over the even prompts), the majority label and a constant, all against the
+  transformer's and Bayes' argmax on the odd prompts, with an exact McNemar test of head vs position
+  vote; and for every head and kernel the pooled correlation of attention with the kernel's
+  normalised weights before and after removing position, with a within-position permutation p-value.
 
 Run folder (through :mod:`icl_kernel.runfolder`)::
 
@@ -24,8 +31,8 @@ Run folder (through :mod:`icl_kernel.runfolder`)::
     cells/seed_S.npz        per prompt: transformer, Bayes, Oracle, kernel ŷ ``[P, G, |Y|]``;
                             attention reads ``[P, L, H, 3, N]``; kernel weights ``[P, k, N]``
     metrics.csv             per method and n: L1 to Bayes, L1 to Oracle, accuracy vs Oracle
-    summary.json            the above means, per-head correlation maps and the selected heads
-    error_vs_n.png, head_map.png, attention_scatter.png
+    summary.json            the above means, per-head correlation maps, the selected heads, position controls
+    error_vs_n.png, head_map.png, attention_scatter.png, position_map.png
 """
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ from tqdm.auto import tqdm
 
 from icl_kernel.errors import UserError
 from icl_kernel.runfolder import RunFolder, open_existing
+from llm_check import analysis as A
 from llm_check import train
 from llm_check import transformer_check_plots as plots
 from llm_check.models import forward
@@ -259,8 +267,63 @@ def curve_metrics(res: SeedResult, kernel_labels) -> list[dict]:
     return rows
 
 
-def head_analysis(res: SeedResult, kernel_labels, num_labels: int, seed: int) -> dict:
-    """Per kernel and read: head maps, the head selected on even prompts, held-out (odd) numbers, baselines."""
+def position_controls(a, w, label_idx, targets: dict, sel, rep, num_labels: int, kernel_labels,
+                      n_perm: int = 200, seed: int = 0) -> dict:
+    """Issue 12's position-aware analysis of one read, with SmolLM2's functions (:mod:`llm_check.analysis`).
+
+    ``a [P, L, H, N]`` attention per demonstration, ``w [P, k, N]`` normalised kernel weights,
+    ``label_idx [P, N]``, ``targets`` name → ``[P]`` class index (the first one chooses the head),
+    ``sel`` / ``rep`` the selection and held-out prompts. The head whose vote ỹ = argmax Σ a_i e(y_i)
+    agrees most with the first target on ``sel`` is scored on ``rep`` beside the last demonstration's
+    label, its position-only vote (profile from ``sel``), the majority label and a constant (the most
+    frequent target class on ``sel``); it is kernel-like only if it agrees more often than its
+    position-only vote with exact McNemar p < 0.05. For every kernel and head, the pooled
+    (prompt, demonstration) correlation of attention with the kernel's weights on ``rep`` before and
+    after removing position, with the within-position permutation p-value (``n_perm`` shuffles).
+    """
+    a = np.asarray(a, np.float64)
+    P, L, H, N = a.shape
+    recon = np.argmax(reconstruct(a, label_idx, num_labels), -1)             # [P, L, H]
+    profile = A.position_profile(a[sel])                                      # [L, H, N]
+    pvote = A.position_vote(profile, label_idx, num_labels)                   # [P, L, H]
+    last, maj = A.last_label(label_idx), A.majority_label(label_idx, num_labels)
+    first = next(iter(targets.values()))
+    choice = A.select_head(A.head_accuracy(recon[sel], first[sel]))
+    l, h = choice.layer, choice.head
+    against = {}
+    for name, t in targets.items():
+        t = np.asarray(t)
+        hv = A.head_vs_position(recon[rep, l, h], pvote[rep, l, h], t[rep])
+        like = np.array([[A.head_vs_position(recon[rep, i, j], pvote[rep, i, j], t[rep]).kernel_like
+                          for j in range(H)] for i in range(L)])
+        const = int(np.bincount(t[sel], minlength=num_labels).argmax())
+        verdict = (f"kernel-like: its vote beats its position-only vote ({hv.head_agreement:.3f} vs "
+                   f"{hv.position_agreement:.3f}, McNemar p = {hv.p_value:.3g} < 0.05)" if hv.kernel_like else
+                   f"not kernel-like: its vote does not beat its position-only vote with p < 0.05 "
+                   f"({hv.head_agreement:.3f} vs {hv.position_agreement:.3f}, McNemar p = {hv.p_value:.3g})")
+        against[name] = dict(
+            head_agreement=hv.head_agreement, position_vote_agreement=hv.position_agreement,
+            last_label_agreement=A.follow_rate(t[rep], last[rep]), majority_agreement=A.follow_rate(t[rep], maj[rep]),
+            constant=const, constant_agreement=A.follow_rate(t[rep], np.full(rep.size, const)),
+            only_head_agrees=hv.only_head, only_position_agrees=hv.only_position, mcnemar_p=hv.p_value,
+            kernel_like=hv.kernel_like, verdict=verdict,
+            map_head_agreement=A.head_accuracy(recon[rep], t[rep]).tolist(),
+            map_position_vote_agreement=A.head_accuracy(pvote[rep], t[rep]).tolist(),
+            kernel_like_heads=int(like.sum()), kernel_like_heads_at=[[int(i), int(j)] for i, j in np.argwhere(like)])
+    corr = {}
+    for j, kname in enumerate(kernel_labels):
+        pc = A.position_controlled_corr(a[rep], np.asarray(w)[rep, j], n_perm=n_perm, seed=seed)
+        corr[kname] = dict(r_raw=float(pc.r_raw[l, h]), r_within=float(pc.r_within[l, h]),
+                           p_within=float(pc.p_within[l, h]), map_r_raw=pc.r_raw.tolist(),
+                           map_r_within=pc.r_within.tolist(), map_p_within=pc.p_within.tolist())
+    return dict(head=[l, h], select_agreement=choice.select_agreement, selected_on=next(iter(targets)),
+                position_profile=profile[l, h].tolist(), map_position_profile=profile.tolist(),
+                against=against, kernels=corr)
+
+
+def head_analysis(res: SeedResult, kernel_labels, num_labels: int, seed: int, n_perm: int = 200) -> dict:
+    """Per kernel and read: head maps, the head selected on even prompts, held-out (odd) numbers, baselines,
+    and the position controls of :func:`position_controls` (``heads["position"][read]``)."""
     P, L, H, _, N = res.attention.shape
     sel, rep = np.arange(0, P, 2), np.arange(1, P, 2)
     rng = np.random.default_rng(seed)
@@ -269,9 +332,14 @@ def head_analysis(res: SeedResult, kernel_labels, num_labels: int, seed: int) ->
     uniform = np.full((P, N), 1.0 / N)
     perm = np.argsort(rng.random((P, N)), axis=-1)
     out = dict(layers=L, heads=H, n=N, select_prompts=int(sel.size), report_prompts=int(rep.size),
-               random_head=list(rand_head), kernels={}, reconstruction={})
+               random_head=list(rand_head), kernels={}, reconstruction={}, position={})
+    w_all = normalised(res.kernel_values)                           # [P, k, N]
+    targets = dict(transformer=np.argmax(trans_N, -1), bayes=np.argmax(bayes_N, -1))
     for r, read in enumerate(READS):
         a = res.attention[:, :, :, r]                               # [P, L, H, N]
+        pos = position_controls(a, w_all, res.label_idx, targets, sel, rep, num_labels, kernel_labels,
+                                n_perm=n_perm, seed=seed)
+        out["position"][read] = pos
         y_rec = reconstruct(a, res.label_idx, num_labels)          # [P, L, H, Y]
         to_t = l1(y_rec, trans_N[:, None, None])
         to_b = l1(y_rec, bayes_N[:, None, None])
@@ -303,7 +371,9 @@ def head_analysis(res: SeedResult, kernel_labels, num_labels: int, seed: int) ->
                 **{f"shuffled_{m}": float(np.nanmean(shuf[m][rep])) for m in ("pearson", "spearman", "l1")},
                 **{f"random_head_{m}": float(np.nanmean(rnd[m][rep])) for m in ("pearson", "spearman", "l1")},
                 uniform_l1=float(uni["l1"][rep].mean()),
-                kernel_yhat_l1_to_transformer=float(l1(res.kernel_yhat[rep, j, -1], trans_N[rep]).mean()))
+                kernel_yhat_l1_to_transformer=float(l1(res.kernel_yhat[rep, j, -1], trans_N[rep]).mean()),
+                **{f"position_{m}": float(np.asarray(pos["kernels"][kname][f"map_{m}"])[h[0], h[1]])
+                   for m in ("r_raw", "r_within", "p_within")})
     return out
 
 
@@ -396,6 +466,8 @@ def run_transformer_check(cfg: CheckConfig, out_dir, *, overwrite: bool = False,
             plots.head_map(summary, tmp)
         with rf.atomic_path("attention_scatter.png") as tmp:
             plots.scatter(summary, res, tmp)
+        with rf.atomic_path("position_map.png") as tmp:
+            plots.position_map(summary, tmp)
     return summary
 
 
@@ -423,4 +495,35 @@ def format_table(summary: dict) -> str:
                      f"{r['l1_to_transformer']:.3f} (uniform {r['uniform_l1_to_transformer']:.3f}, random head "
                      f"{r['random_head_l1_to_transformer']:.3f}); L1 to Bayes {r['l1_to_bayes']:.3f} "
                      f"(uniform {r['uniform_l1_to_bayes']:.3f})")
+    lines += format_position(h)
     return "\n".join(lines)
+
+
+def _f(v, fmt=".3f"):
+    return "nan" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, fmt)
+
+
+def format_position(h: dict) -> list[str]:
+    """Lines of the position controls (issue 12) for :func:`format_table`."""
+    pos = h.get("position") or {}
+    if not pos:
+        return []
+    lines = [f"position controls (n = {h['n']}): head chosen by vote agreement with the transformer on "
+             f"{h['select_prompts']} prompts, all numbers on the other {h['report_prompts']}"]
+    for read, p in pos.items():
+        lines.append(f"  {read:5s} head L{p['head'][0]}H{p['head'][1]} (selection agreement {_f(p['select_agreement'])}); "
+                     "mean attention per position (first → last): " + " ".join(_f(v, ".2f") for v in p["position_profile"]))
+        for tname, t in p["against"].items():
+            lines.append(f"    agreement with {tname:11s}: head {_f(t['head_agreement'])} | position vote "
+                         f"{_f(t['position_vote_agreement'])} | last label {_f(t['last_label_agreement'])} | majority "
+                         f"{_f(t['majority_agreement'])} | constant {_f(t['constant_agreement'])}; McNemar head-only "
+                         f"{t['only_head_agrees']} vote-only {t['only_position_agrees']} p = {_f(t['mcnemar_p'], '.3g')} "
+                         f"→ {'kernel-like' if t['kernel_like'] else 'NOT kernel-like'} "
+                         f"({t['kernel_like_heads']} of {h['layers'] * h['heads']} heads kernel-like)")
+        lines.append("    r with kernel weights at this head, before / within position (p): " + "; ".join(
+            f"{k} {_f(c['r_raw'])} / {_f(c['r_within'])} ({_f(c['p_within'], '.3g')})" for k, c in p["kernels"].items()))
+    lines.append("  per kernel, at its own Pearson-selected head (span read): r before / within position (p): " + "; ".join(
+        f"{k} L{r['span']['head'][0]}H{r['span']['head'][1]} {_f(r['span'].get('position_r_raw'))} / "
+        f"{_f(r['span'].get('position_r_within'))} ({_f(r['span'].get('position_p_within'), '.3g')})"
+        for k, r in h["kernels"].items() if "span" in r))
+    return lines

@@ -85,6 +85,73 @@ def test_spearman_ranks_match_scipy():
     np.testing.assert_allclose(tc.compare_weights(a, b)["spearman"], want, atol=1e-12)
 
 
+def _planted_result(target: str, P=800, N=8, n_perm=50):
+    """A SeedResult with one layer, three heads, each read identical: head 0 attends by position only
+    (a fixed recency profile), head 1 by the same profile times content-blind noise, head 2 exactly by
+    the kernel's normalised weights; the kernel itself also rises with position (a confound). The
+    transformer's prediction is the position head's vote with 20 % flips (``target="position"``) or
+    the kernel vote (``target="kernel"``)."""
+    rng = np.random.default_rng(5)
+    profile = np.exp(np.linspace(-2.0, 1.0, N))
+    profile /= profile.sum()
+    w = tc.normalised(profile * np.exp(rng.normal(0, 0.5, (P, N))))               # [P, N]
+    noisy = tc.normalised(profile * np.exp(rng.normal(0, 0.3, (P, N))))
+    heads = np.stack([np.broadcast_to(profile, (P, N)), noisy, w], axis=1)        # [P, H, N]
+    att = np.broadcast_to(heads[:, None, :, None, :], (P, 1, 3, 3, N)).copy()     # [P, L, H, 3 reads, N]
+    lab = rng.integers(0, 2, (P, N))
+    if target == "position":
+        t = np.argmax(tc.reconstruct(np.broadcast_to(profile, (P, N)), lab, 2), -1)
+        t = np.where(rng.random(P) < 0.2, 1 - t, t)
+    else:
+        t = np.argmax(tc.reconstruct(w, lab, 2), -1)
+    onehot = np.eye(2)[t]
+    trans = (0.8 * onehot + 0.1)[:, None]                                          # [P, G=1, Y]
+    bayes = (0.8 * np.eye(2)[rng.integers(0, 2, P)] + 0.1)[:, None]
+    res = tc.SeedResult(trans, bayes, bayes[:, 0], tc.reconstruct(w, lab, 2)[:, None, None], att,
+                        w[:, None], lab)
+    return res, profile, tc.head_analysis(res, ["k"], 2, seed=0, n_perm=n_perm)
+
+
+def test_position_only_attention_has_no_within_position_correlation_and_ties_its_position_vote(tmp_path):
+    _, profile, h = _planted_result("position")
+    for read in tc.READS:
+        p = h["position"][read]
+        assert p["head"] == [0, 0]                                                 # the position head votes best
+        np.testing.assert_allclose(p["position_profile"], profile, atol=1e-12)     # recency, read off the selection half
+        t = p["against"]["transformer"]
+        assert t["head_agreement"] == t["position_vote_agreement"] and t["only_head_agrees"] == 0
+        assert t["only_position_agrees"] == 0 and t["mcnemar_p"] == 1.0 and not t["kernel_like"]
+        assert t["verdict"].startswith("not kernel-like")
+        assert t["map_head_agreement"][0][1] <= t["map_position_vote_agreement"][0][1]   # noise only costs agreement
+        assert [0, 0] not in t["kernel_like_heads_at"] and [0, 1] not in t["kernel_like_heads_at"]
+        c = p["kernels"]["k"]
+        assert c["map_r_raw"][0][1] > 0.3                     # position alone makes the raw correlation large
+        assert abs(c["map_r_within"][0][1]) < 0.05 and c["map_p_within"][0][1] > 0.01   # and nothing is left
+        assert np.isnan(c["r_within"])                        # head 0 is constant within every position
+    summary = dict(config=dict(grid=[8]), num_prompts=800, curves={}, heads=h)
+    text = tc.format_table(summary)
+    assert "position vote" in text and "NOT kernel-like" in text
+    plots = pytest.importorskip("llm_check.transformer_check_plots")
+    plots.position_map(summary, tmp_path / "pm.png")
+    assert (tmp_path / "pm.png").stat().st_size > 10_000
+
+
+def test_attention_equal_to_kernel_weights_correlates_one_before_and_after_removing_position():
+    _, _, h = _planted_result("kernel", n_perm=50)
+    for read in tc.READS:
+        p = h["position"][read]
+        assert p["head"] == [0, 2]
+        t = p["against"]["transformer"]
+        assert t["head_agreement"] == 1.0 and t["position_vote_agreement"] < 0.95
+        assert t["mcnemar_p"] < 1e-3 and t["kernel_like"] and t["verdict"].startswith("kernel-like")
+        assert t["kernel_like_heads_at"] == [[0, 2]]
+        c = p["kernels"]["k"]
+        assert c["r_raw"] == pytest.approx(1.0, abs=1e-12) and c["r_within"] == pytest.approx(1.0, abs=1e-12)
+        assert c["p_within"] == pytest.approx(1 / 51)
+        k = h["kernels"]["k"][read]
+        assert k["head"] == [0, 2] and k["position_r_within"] == pytest.approx(1.0, abs=1e-12)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tc")
@@ -115,7 +182,9 @@ def test_end_to_end_agrees_with_the_sweep(runs, tmp_path):
                                cells["common|bayes_vs_oracle_l1"], atol=1e-4)
     p = mine["transformer"]
     assert p.shape == (6, 3, 2) and np.allclose(p.sum(-1), 1)
-    for f in ("error_vs_n.png", "head_map.png", "attention_scatter.png", "metrics.csv", "summary.json"):
+    assert set(s["heads"]["position"]) == set(tc.READS)
+    for f in ("error_vs_n.png", "head_map.png", "attention_scatter.png", "position_map.png", "metrics.csv",
+              "summary.json"):
         assert (tmp_path / "out" / f).stat().st_size > 0
 
 
