@@ -79,6 +79,28 @@ def prepare_kernels(hmm: HMM, specs, length: int, seed: int = 0) -> PreparedKern
     F = tk.feature_dim(blocks)
     m_in = len(input_tokens(hmm))
     second_moments: dict = {}
+
+    def starts_of(name):
+        return {"gram": [None], "pretrain": [np.asarray(hmm.p0)], "task": list(np.asarray(hmm.task_start))}[name]
+
+    def method_of(spec):
+        # Σ_{p,l} exactly: by enumeration when the inputs are few, else by the third-moment
+        # recursion while the blocks are small enough for its O(K³ b⁶ l) cost; Monte Carlo beyond.
+        if spec.name == "gram":
+            return "gram"
+        if m_in ** length <= spec.enum_limit:
+            return "enumeration"
+        return "recursion" if blocks.b <= MAX_RECURSION_BLOCK else "monte carlo"
+
+    # Every recursion-method Σ (pretrain's p0 and task's K starts) in one call: starts that are
+    # proportional on a block share one run there, so p0 comes free with the task starts.
+    rec = [(spec.name, t, start) for spec in specs if spec.name in tk.MATRIX_KERNELS and F <= MAX_MATRIX_DIM
+           and method_of(spec) == "recursion" for t, start in enumerate(starts_of(spec.name))]
+    rec = list({(name, t): (name, t, start) for name, t, start in rec}.values())
+    if rec:
+        Ss = tk.second_moment_recursive(hmm, np.stack([start for _, _, start in rec]), length, blocks)
+        for (name, t, _), S_t in zip(rec, Ss):
+            second_moments[(name, t, 0)] = (S_t, 0.0)
     kernels, infos = [], []
     for j, spec in enumerate(specs):
         info = dict(kernel=spec.label)
@@ -89,18 +111,8 @@ def prepare_kernels(hmm: HMM, specs, length: int, seed: int = 0) -> PreparedKern
         if F > MAX_MATRIX_DIM:
             raise KernelError(f"kernel {spec.name!r}: vec(T_x) has {F} dimensions on its support "
                               f"(> {MAX_MATRIX_DIM}) for this HMM; use belief or predictive kernels")
-        starts = {"gram": [None], "pretrain": [np.asarray(hmm.p0)],
-                  "task": list(np.asarray(hmm.task_start))}[spec.name]
-        enumerable = m_in ** length <= spec.enum_limit
-        # Σ_{p,l} exactly: by enumeration when the inputs are few, else by the third-moment
-        # recursion (all of a kernel's starts in one call) while the blocks are small enough for its
-        # O(K³ b⁶ l) cost; Monte Carlo only beyond that.
-        method = ("gram" if spec.name == "gram" else "enumeration" if enumerable
-                  else "recursion" if blocks.b <= MAX_RECURSION_BLOCK else "monte carlo")
-        if method == "recursion" and (spec.name, 0, 0) not in second_moments:
-            Ss = tk.second_moment_recursive(hmm, np.stack(starts), length, blocks)
-            for t, S_t in enumerate(Ss):
-                second_moments[(spec.name, t, 0)] = (S_t, 0.0)
+        starts = starts_of(spec.name)
+        method = method_of(spec)
         invs = []
         for t, start in enumerate(starts):
             exact = method != "monte carlo"

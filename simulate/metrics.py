@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory.stats import bootstrap_mean  # noqa: F401  (re-exported: one bootstrap for both halves)
+from theory.stats import bootstrap_mean, resample_counts  # noqa: F401  (re-exported: one bootstrap for both halves)
 
 
 def l1(a, b):
@@ -20,28 +20,40 @@ def argmax_agree(a, b):
     return np.where(bad, np.nan, eq)
 
 
+def _ols_slopes(X, M):
+    """Least-squares slope of log(M) on X per row of ``M [R, G]`` over the entries that are finite
+    and > 0 (NaN where fewer than two are)."""
+    ok = np.isfinite(M) & (M > 0)
+    w = ok.astype(float)
+    Y = np.log(np.where(ok, M, 1.0))
+    cnt = w.sum(1)
+    safe = np.maximum(cnt, 1)
+    xm = (w * X).sum(1) / safe
+    ym = (w * Y).sum(1) / safe
+    dx = np.where(ok, X - xm[:, None], 0.0)
+    sxx = (dx * dx).sum(1)
+    slope = (dx * (Y - ym[:, None])).sum(1) / np.where(sxx > 0, sxx, 1.0)
+    return np.where((cnt >= 2) & (sxx > 0), slope, np.nan)
+
+
 def loglog_slope(ns, per_prompt, num: int = 1000, level: float = 0.95, seed: int = 0):
     """Least-squares slope of log(mean error) on log(n), with a bootstrap band over prompts.
 
-    ``per_prompt [G, P]`` (NaN allowed). Returns (slope, lo, hi).
+    ``per_prompt [G, P]`` (NaN allowed). Returns (slope, lo, hi). The ``num`` resamples of the
+    prompts are :func:`theory.stats.resample_counts` (means by one matrix product each, NaNs left
+    out of each mean as ``nanmean`` does).
     """
-    ns = np.asarray(ns, float)
-    X = np.log(ns)
+    X = np.log(np.asarray(ns, float))
     Y = np.asarray(per_prompt, float)
-
-    def fit(m):
-        ok = np.isfinite(m) & (m > 0)
-        if ok.sum() < 2:
-            return np.nan
-        return float(np.polyfit(X[ok], np.log(m[ok]), 1)[0])
-
-    s = fit(np.nanmean(Y, 1))
-    rng = np.random.default_rng(seed)
-    P = Y.shape[1]
-    boots = [fit(np.nanmean(Y[:, rng.integers(0, P, P)], 1)) for _ in range(num)]
-    boots = np.asarray(boots)
+    fin = np.isfinite(Y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = float(_ols_slopes(X, (np.where(fin, Y, 0).sum(1) / fin.sum(1))[None])[0])
+        counts = resample_counts(Y.shape[1], num, seed)
+        boot_means = (counts @ np.where(fin, Y, 0.0).T) / (counts @ fin.T.astype(float))  # [num, G]
+    boots = _ols_slopes(X, boot_means)
     boots = boots[np.isfinite(boots)]
     a = (1 - level) / 2
     if boots.size == 0:
         return s, float("nan"), float("nan")
-    return s, float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
+    lo, hi = np.quantile(boots, [a, 1 - a])
+    return s, float(lo), float(hi)

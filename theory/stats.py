@@ -1,9 +1,25 @@
 """Small statistics shared by the simulator and the LLM harness (numpy; deterministic)."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
+
+
+@functools.lru_cache(maxsize=16)
+def resample_counts(size: int, num: int = 1000, seed: int = 0) -> np.ndarray:
+    """How often each of ``size`` items is drawn in each of ``num`` bootstrap resamples, ``[num, size]``.
+
+    The draws are ``default_rng(seed).integers(0, size, (num, size))`` (the same stream as ``num``
+    successive draws of ``size``); a resample's mean of ``x`` is then ``counts @ x / size``, one
+    matrix product for every resample instead of a gather. Cached (read-only) per argument set.
+    """
+    idx = np.random.default_rng(seed).integers(0, size, size=(num, size))
+    counts = np.zeros((num, size))
+    np.add.at(counts, (np.arange(num)[:, None], idx), 1.0)
+    counts.setflags(write=False)
+    return counts
 
 
 def bootstrap_mean(x, num: int = 1000, level: float = 0.95, seed: int = 0):
@@ -12,11 +28,10 @@ def bootstrap_mean(x, num: int = 1000, level: float = 0.95, seed: int = 0):
     x = x[np.isfinite(x)]
     if x.size == 0:
         return float("nan"), float("nan"), float("nan"), 0
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(num, x.size))
-    means = x[idx].mean(1)
+    means = resample_counts(x.size, num, seed) @ x / x.size
     a = (1 - level) / 2
-    return float(x.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a)), int(x.size)
+    lo, hi = np.quantile(means, [a, 1 - a])
+    return float(x.mean()), float(lo), float(hi), int(x.size)
 
 
 def mcnemar_exact(a_correct, b_correct) -> tuple[int, int, float]:
