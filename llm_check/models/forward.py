@@ -116,29 +116,38 @@ def _forward_jit(graphdef, state, input_ids, attention_mask, capture_positions, 
     positions = jnp.clip(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
     cos, sin = model.rotary(positions)
     x = model.embed(input_ids)
-    patterns, qs, ks, vs, resid = [], [], [], [], []
-    for layer in model.layers:
+    # The layers run as one lax.scan over their stacked weights: XLA compiles one layer instead
+    # of num_hidden_layers unrolled copies (SmolLM2: 30), so each new batch shape compiles in a
+    # fraction of the time; the stacked copy of the weights costs one pass over them per call.
+    layer_def = nnx.graphdef(model.layers[0])
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.state(layer) for layer in model.layers])
+
+    def one_layer(x, layer_state):
+        layer = nnx.merge(layer_def, layer_state)
         x, pattern, (q, k, v) = layer(x, cfg, cos, sin, attention_mask, capture_positions, impl)
-        patterns.append(pattern)
+        out = dict(pattern=pattern)
         if capture.hook_q:      # [B, S, H, hd] -> [B, H, Q, hd] at the captured query positions
-            qs.append(gather_positions(q, capture_positions).transpose(0, 2, 1, 3))
+            out["q"] = gather_positions(q, capture_positions).transpose(0, 2, 1, 3)
         if capture.hook_k:      # [B, S, KVH, hd] -> [B, KVH, S, hd]
-            ks.append(k.transpose(0, 2, 1, 3))
+            out["k"] = k.transpose(0, 2, 1, 3)
         if capture.hook_v:
-            vs.append(v.transpose(0, 2, 1, 3))
+            out["v"] = v.transpose(0, 2, 1, 3)
         if capture.hook_resid_post:
-            resid.append(x)
+            out["resid"] = x
+        return x, out
+
+    x, per_layer = jax.lax.scan(one_layer, x, stacked)
     hidden = model.final(x)
     logits = model.head(hidden if all_logits else gather_positions(hidden, capture_positions))
-    stack = lambda xs, on: jnp.stack(xs) if on else None  # noqa: E731
+    get = lambda name, on: per_layer[name] if on else None  # noqa: E731  (stacked [L, ...] by the scan)
     return ForwardOutput(
         logits=logits,
         capture_positions=capture_positions,
-        hook_pattern=stack(patterns, capture.hook_pattern),
-        hook_q=stack(qs, capture.hook_q),
-        hook_k=stack(ks, capture.hook_k),
-        hook_v=stack(vs, capture.hook_v),
-        hook_resid_post=stack(resid, capture.hook_resid_post),
+        hook_pattern=get("pattern", capture.hook_pattern),
+        hook_q=get("q", capture.hook_q),
+        hook_k=get("k", capture.hook_k),
+        hook_v=get("v", capture.hook_v),
+        hook_resid_post=get("resid", capture.hook_resid_post),
         hook_normalized=hidden if capture.hook_normalized else None,
     )
 
