@@ -9,6 +9,8 @@ bfloat16) with float32 accumulation.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -77,10 +79,23 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Arr
     Returns ``out [B, S, H, hd]`` in q's dtype and the post-softmax rows of the captured query
     positions ``[B, H, Q, S]`` float32 (None when capture_positions is None). The full
     ``[B, H, S, S]`` matrix is a per-layer temporary; only the captured rows are returned.
+    Without captured rows (training, plain forward passes) the work is done by
+    :func:`softmax_attention` (head-major layout, hand-written backward pass).
     """
     B, S, H, hd = q.shape
     kvh = k.shape[2]
     rep = H // kvh
+    if capture_positions is None:
+        # [B, KVH, rep*S, hd]: the rep query heads of a key/value head are stacked along the query
+        # axis, so every matmul is a plain batched GEMM over (batch, key/value head).
+        qh = q.reshape(B, S, kvh, rep, hd).transpose(0, 2, 3, 1, 4).reshape(B, kvh, rep * S, hd)
+        causal = jnp.tril(jnp.ones((S, S), dtype=bool))
+        allowed = causal[None, :, :] & key_mask[:, None, :].astype(bool)          # [B, Sq, Sk]
+        if rep > 1:
+            allowed = jnp.tile(allowed, (1, rep, 1))
+        out = softmax_attention(qh, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), allowed[:, None], scale)
+        out = out.reshape(B, kvh, rep, S, hd).transpose(0, 3, 1, 2, 4).reshape(B, S, H, hd)
+        return out.astype(q.dtype), None
     qg = q.reshape(B, S, kvh, rep, hd)
     scores = jnp.einsum("bqgrd,bkgd->bgrqk", qg, k, preferred_element_type=jnp.float32) * scale
     causal = jnp.tril(jnp.ones((S, S), dtype=bool))
@@ -95,6 +110,51 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Arr
         idx = capture_positions[:, None, :, None]
         pattern = jnp.take_along_axis(probs, idx, axis=2)               # [B, H, Q, S]
     return out.reshape(B, S, H, hd), pattern
+
+
+def _softmax_attention_fwd(q, k, v, allowed, scale):
+    scores = jnp.einsum("bgqd,bgkd->bgqk", q, k, preferred_element_type=jnp.float32) * scale
+    probs = jax.nn.softmax(jnp.where(allowed, scores, _MASK_VALUE), axis=-1)
+    out = jnp.einsum("bgqk,bgkd->bgqd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return out, (q, k, v, allowed, probs, out)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
+def softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array, scale: float) -> jax.Array:
+    r"""``softmax(scale q kᵀ, masked) v`` per (batch, group), head-major: ``[B, G, Q, S]`` scores.
+
+    q: ``[B, G, Q, hd]``; k, v: ``[B, G, S, hd]``; allowed: bool broadcastable to ``[B, G, Q, S]``
+    (a disallowed score becomes ``_MASK_VALUE`` before the softmax). Returns ``[B, G, Q, hd]``
+    float32.
+
+    The backward pass is the textbook gradient written out (a custom VJP) rather than left to
+    autodiff, which on XLA:CPU differentiated the softmax through its quotient (several extra
+    passes over the ``[B, G, Q, S]`` tensors) and kept more of them alive: with
+    :math:`P` the probabilities, :math:`O = PV` and :math:`dO` the output cotangent,
+
+    .. math:: dV = P^\top dO,\quad dP = dO\,V^\top,\quad
+              dS = P \odot (dP - \mathrm{rowsum}(dO \odot O))\ (0 \text{ where masked}),\quad
+              dQ = \mathrm{scale}\; dS\,K,\quad dK = \mathrm{scale}\; dS^\top Q,
+
+    using :math:`\sum_k P_{qk}\,dP_{qk} = \sum_d dO_{qd}\,O_{qd}`. Only ``P`` (and q, k, v, O)
+    is kept from the forward pass.
+    """
+    return _softmax_attention_fwd(q, k, v, allowed, scale)[0]
+
+
+def _softmax_attention_bwd(scale, res, dout):
+    q, k, v, allowed, probs, out = res
+    dt = v.dtype
+    dv = jnp.einsum("bgqk,bgqd->bgkd", probs.astype(dt), dout.astype(dt), preferred_element_type=jnp.float32)
+    dp = jnp.einsum("bgqd,bgkd->bgqk", dout.astype(dt), v, preferred_element_type=jnp.float32)
+    delta = jnp.sum(dout * out, axis=-1, keepdims=True)
+    ds = jnp.where(allowed, probs * (dp - delta), 0.0) * scale
+    dq = jnp.einsum("bgqk,bgkd->bgqd", ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+    dk = jnp.einsum("bgqk,bgqd->bgkd", ds.astype(q.dtype), q, preferred_element_type=jnp.float32)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
+
+
+softmax_attention.defvjp(_softmax_attention_fwd, _softmax_attention_bwd)
 
 
 ATTENTION_IMPLS = ("einsum", "chunked", "xla", "cudnn")
