@@ -7,9 +7,11 @@ r"""Pretraining the project's Flax NNX GPT-J on the simulator's distribution p_p
   document token, the first one included; the loss is the mean next-token cross-entropy;
 * optimiser: optax AdamW (weight decay on matrices only), linear warmup + cosine decay to 10% of
   the peak, global-norm gradient clipping;
-* data parallel: the batch axis is sharded over all local devices with the sweep's
-  ``simulate.runtime.batch_sharding`` (parameters replicated), so one device or several need no
-  code change; float32 on CPU, bfloat16 compute (float32 master weights) on accelerators;
+* data parallel on accelerators: the batch axis is sharded over all local devices with the
+  sweep's ``simulate.runtime.batch_sharding`` (parameters replicated), so one device or several
+  need no code change; on CPU one device runs the step as a scan over chunks of the batch
+  (gradient accumulation, :func:`micro_batch_size`); float32 on CPU, bfloat16 compute (float32
+  master weights) on accelerators;
 * evaluation: held-out documents' loss and its *excess* over the exact Bayes loss (nats/token),
   with the unigram and bigram models as further reference lines;
 * run folder (through :mod:`icl_kernel.runfolder`)::
@@ -246,23 +248,88 @@ class TrainState(NamedTuple):
     step: int
 
 
-@partial(jax.jit, static_argnames=("graphdef", "opt", "bos", "dtype", "impl"), donate_argnums=(1, 2))
-def train_step(graphdef, params, opt_state, docs, *, opt: OptimizerConfig, bos, dtype, impl):
-    """One AdamW step on documents ``docs [B, L]``: returns (params, opt_state, loss, grad norm)."""
+# Working-set budget of one chunk of a training step on CPU (see micro_batch_size).
+CPU_CHUNK_BYTES = 24 * 2 ** 20
+
+
+def micro_batch_size(batch: int, context: int, mcfg: GPTJConfig, backend: str | None = None) -> int:
+    """Documents per gradient-accumulation chunk of a training step (a divisor of ``batch``).
+
+    On CPU the step's activations are the cost, not its matmuls: XLA allocates the whole step's
+    temporaries (about 200 MB for ``tiny`` at 64 x 128) as one fresh buffer per call, which the
+    kernel maps and zero-fills page by page (a third of the step was system time), and the
+    ``[B, H, S, S]`` attention tensors stream through memory instead of the caches. The step
+    therefore runs as a ``lax.scan`` over chunks whose estimated working set (float32 attention
+    probabilities and their gradients, the MLP activations, the residual stream; per layer) fits
+    in ``CPU_CHUNK_BYTES``. Accelerators take the whole batch in one piece.
+    """
+    backend = backend or jax.default_backend()
+    if backend != "cpu":
+        return batch
+    S, H = context, mcfg.n_head
+    per_doc = 4 * mcfg.n_layer * (3 * H * S * S + 4 * S * mcfg.intermediate_size + 10 * S * mcfg.n_embd)
+    cap = max(1, CPU_CHUNK_BYTES // per_doc)
+    return max(d for d in range(1, batch + 1) if batch % d == 0 and d <= cap)
+
+
+def _chunked(docs, micro: int | None):
+    """``docs [B, L]`` -> ``[B // micro, micro, L]`` (None: one chunk)."""
+    B = docs.shape[0]
+    m = B if micro is None or micro >= B or B % micro else micro
+    return docs.reshape(B // m, m, docs.shape[1])
+
+
+@partial(jax.jit, static_argnames=("graphdef", "opt", "bos", "dtype", "impl", "micro"), donate_argnums=(1, 2))
+def train_step(graphdef, params, opt_state, docs, *, opt: OptimizerConfig, bos, dtype, impl, micro=None):
+    """One AdamW step on documents ``docs [B, L]``: returns (params, opt_state, loss, grad norm).
+
+    The loss and gradient are those of the mean token loss over the whole batch, accumulated over
+    chunks of ``micro`` documents (:func:`micro_batch_size`; None: one chunk) as the mean of the
+    chunks' means — equal chunks, so the same number up to float rounding (bit-identical with one
+    chunk).
+    """
     tx, _ = make_optimizer(opt)
 
-    def loss_fn(p):
-        return token_losses(graphdef, p, docs, bos, dtype, impl).mean()
+    def loss_fn(p, d):
+        return token_losses(graphdef, p, d, bos, dtype, impl).mean()
 
-    loss, grads = jax.value_and_grad(loss_fn)(params)
+    chunks = _chunked(docs, micro)
+    if chunks.shape[0] == 1:
+        loss, grads = jax.value_and_grad(loss_fn)(params, chunks[0])
+    else:
+        def accumulate(carry, d):
+            loss_c, grads_c = jax.value_and_grad(loss_fn)(params, d)
+            return (carry[0] + loss_c, jax.tree.map(jnp.add, carry[1], grads_c)), None
+
+        zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+        (loss, grads), _ = jax.lax.scan(accumulate, zero, chunks)
+        k = chunks.shape[0]
+        loss, grads = loss / k, jax.tree.map(lambda g: g / k, grads)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
 
 
-@partial(jax.jit, static_argnames=("graphdef", "bos", "dtype", "impl"))
-def eval_losses(graphdef, params, docs, *, bos, dtype, impl):
-    """Per-token held-out losses ``[B, L]``."""
-    return token_losses(graphdef, params, docs, bos, dtype, impl)
+@partial(jax.jit, static_argnames=("graphdef", "bos", "dtype", "impl", "micro"))
+def eval_losses(graphdef, params, docs, *, bos, dtype, impl, micro=None):
+    """Per-token held-out losses ``[B, L]`` (computed ``micro`` documents at a time; None: at once)."""
+    chunks = _chunked(docs, micro)
+    if chunks.shape[0] == 1:
+        return token_losses(graphdef, params, chunks[0], bos, dtype, impl)
+    out = jax.lax.map(lambda d: token_losses(graphdef, params, d, bos, dtype, impl), chunks)
+    return out.reshape(docs.shape)
+
+
+def data_sharding():
+    """Where a step's documents live: ``(sharding, devices)``.
+
+    On accelerators the batch axis is split over all local devices (:func:`batch_sharding`,
+    parameters replicated). On CPU everything stays on one device: XLA's CPU "devices" share the
+    same cores (each already multi-threaded), so splitting the batch over them only adds the
+    gradient all-reduce, and it made the chunked step (:func:`micro_batch_size`) 1.5x slower.
+    """
+    if jax.default_backend() == "cpu":
+        return jax.sharding.SingleDeviceSharding(jax.local_devices()[0]), 1
+    return batch_sharding()
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -344,7 +411,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir, *, overwrite: bool = False, quiet
     bos = resolved["bos"]
     dtype = compute_dtype(cfg.compute_dtype)
     impl = cfg.attention_impl
-    sharding, ndev = batch_sharding()
+    sharding, ndev = data_sharding()
     if cfg.batch_size % ndev:
         raise PretrainConfigError(f"batch size {cfg.batch_size} is not a multiple of the {ndev} local devices; "
                                   f"expected a multiple of {ndev}")
@@ -378,6 +445,8 @@ def run_pretrain(cfg: PretrainConfig, out_dir, *, overwrite: bool = False, quiet
         params, opt_state = state.params, state.opt_state
         train_key = corpus.split_key(cfg.seed, "train")
         heldout_dev = jax.device_put(heldout, sharding) if cfg.eval_docs % ndev == 0 else jnp.asarray(heldout)
+        micro = micro_batch_size(cfg.batch_size, cfg.context, mcfg)
+        eval_micro = micro_batch_size(cfg.eval_docs, cfg.context, mcfg)
         tokens_per_step = cfg.batch_size * cfg.context
         bar = tqdm(total=cfg.steps, initial=state.step, unit="step", disable=quiet, dynamic_ncols=True,
                    desc=f"pretrain {Path(out_dir).name}")
@@ -388,12 +457,12 @@ def run_pretrain(cfg: PretrainConfig, out_dir, *, overwrite: bool = False, quiet
         while step < cfg.steps:
             docs = corpus.documents(train_key, hmm, step * cfg.batch_size, cfg.batch_size, cfg.context, cdfs)
             params, opt_state, loss, gnorm = train_step(graphdef, params, opt_state, jax.device_put(docs, sharding),
-                                                        opt=opt, bos=bos, dtype=dtype, impl=impl)
+                                                        opt=opt, bos=bos, dtype=dtype, impl=impl, micro=micro)
             step += 1
             taken += 1
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 held = float(np.asarray(eval_losses(graphdef, params, heldout_dev, bos=bos, dtype=dtype,
-                                                    impl=impl)).mean())
+                                                    impl=impl, micro=eval_micro)).mean())
                 now = time.perf_counter()
                 rate = (step - step_last) * tokens_per_step / max(now - t_last, 1e-9)
                 t_last, step_last = now, step

@@ -83,6 +83,56 @@ def test_exported_hf_folder_loads_in_transformers(uninterrupted):
     np.testing.assert_allclose(np.asarray(train.all_logits(model, ids)), ref, atol=1e-4, rtol=0)
 
 
+def test_micro_batch_size_divides_the_batch_and_fits_the_budget():
+    mcfg = train.model_config(train.PretrainConfig(size="tiny", context=128), 11)
+    m = train.micro_batch_size(64, 128, mcfg, "cpu")
+    assert 64 % m == 0 and 1 <= m < 64
+    assert train.micro_batch_size(64, 128, mcfg, "gpu") == 64          # accelerators: one piece
+    assert train.micro_batch_size(7, 128, mcfg, "cpu") in (1, 7)        # a divisor, even of a prime
+    assert train.micro_batch_size(64, 4096, mcfg, "cpu") == 1           # never below one document
+
+
+def test_chunked_step_equals_the_whole_batch_step():
+    """Gradient accumulation over chunks is the whole-batch step up to float rounding."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from simulate import corpus
+
+    cfg = _cfg()
+    resolved, hmm, mcfg = train.resolve(cfg)
+    opt = train.OptimizerConfig.of(cfg)
+    tx, _ = train.make_optimizer(opt)
+    docs = jnp.asarray(corpus.documents(corpus.split_key(0, "train"), hmm, 0, cfg.batch_size, cfg.context))
+    out = {}
+    for micro in (None, 2):
+        graphdef, params = nnx.split(train.init_model(mcfg, 0))
+        out[micro] = train.train_step(graphdef, params, tx.init(params), docs, opt=opt, bos=resolved["bos"],
+                                      dtype=jnp.float32, impl="einsum", micro=micro)
+    (p1, s1, l1, g1), (p2, s2, l2, g2) = out[None], out[2]
+    np.testing.assert_allclose(l2, l1, rtol=1e-6)
+    np.testing.assert_allclose(g2, g1, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves((p1, s1)), jax.tree.leaves((p2, s2))):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+    held = train.eval_losses(graphdef, p1, docs, bos=resolved["bos"], dtype=jnp.float32, impl="einsum")
+    held2 = train.eval_losses(graphdef, p1, docs, bos=resolved["bos"], dtype=jnp.float32, impl="einsum", micro=2)
+    np.testing.assert_allclose(held2, held, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_chunked_run_resumes_bit_identical(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "CPU_CHUNK_BYTES", 1)                    # one document per chunk
+    cfg = _cfg(steps=6, eval_every=3, checkpoint_every=2)
+    a = train.run_pretrain(cfg, tmp_path / "a", quiet=True, log=lambda *_: None)
+    train.run_pretrain(cfg, tmp_path / "b", quiet=True, stop_after_steps=3, log=lambda *_: None)
+    train.run_pretrain(cfg, tmp_path / "b", quiet=True, log=lambda *_: None)
+    sa, sb = _state(tmp_path / "a"), _state(tmp_path / "b")
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
+    assert a["final_excess_loss"] == pytest.approx(float(sb["history|excess_loss"][-1]))
+
+
 BASE_ARGS = ["pretrain", "-P", "num_tasks=2", "-P", "num_states=4", "-P", "num_tokens=6", "--steps", "2", "-q"]
 
 
