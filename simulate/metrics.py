@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory.stats import bootstrap_mean, resample_counts  # noqa: F401  (re-exported: one bootstrap for both halves)
+# re-exported: one bootstrap for both halves
+from theory.stats import (DENSE_RESAMPLE_LIMIT, bootstrap_mean, bootstrap_means,  # noqa: F401
+                          resample_counts, resample_matmul)
 
 
 def l1(a, b):
@@ -48,8 +50,13 @@ def loglog_slope(ns, per_prompt, num: int = 1000, level: float = 0.95, seed: int
     fin = np.isfinite(Y)
     with np.errstate(invalid="ignore", divide="ignore"):
         s = float(_ols_slopes(X, (np.where(fin, Y, 0).sum(1) / fin.sum(1))[None])[0])
-        counts = resample_counts(Y.shape[1], num, seed)
-        boot_means = (counts @ np.where(fin, Y, 0.0).T) / (counts @ fin.T.astype(float))  # [num, G]
+        if Y.shape[1] * num <= DENSE_RESAMPLE_LIMIT:
+            counts = resample_counts(Y.shape[1], num, seed)
+            boot_means = (counts @ np.where(fin, Y, 0.0).T) / (counts @ fin.T.astype(float))  # [num, G]
+        else:  # the same draws a block at a time (bounded memory)
+            G = Y.shape[0]
+            both = resample_matmul(Y.shape[1], np.concatenate([np.where(fin, Y, 0.0), fin]).T, num, seed)
+            boot_means = both[:, :G] / both[:, G:]
     boots = _ols_slopes(X, boot_means)
     boots = boots[np.isfinite(boots)]
     a = (1 - level) / 2

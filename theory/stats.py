@@ -22,16 +22,66 @@ def resample_counts(size: int, num: int = 1000, seed: int = 0) -> np.ndarray:
     return counts
 
 
+DENSE_RESAMPLE_LIMIT = 2**24  # entries of [num, size] up to which the count matrix is built whole and cached
+RESAMPLE_BLOCK = 2**21        # entries per block of resamples beyond it (about 50 MB of temporaries)
+
+
+def resample_matmul(size: int, X, num: int = 1000, seed: int = 0) -> np.ndarray:
+    """``resample_counts(size, num, seed) @ X`` for ``X [size]`` or ``[size, M]``, in bounded memory.
+
+    Up to :data:`DENSE_RESAMPLE_LIMIT` entries it is exactly that product (the cached matrix). Beyond
+    (e.g. 10⁵ prompts x 1000 resamples: 800 MB per matrix), the same draws are made a block of
+    resamples at a time (successive ``integers`` calls continue the one stream), counted, multiplied
+    and dropped: the same counts, the product equal to rounding, memory O(RESAMPLE_BLOCK), nothing cached.
+    """
+    X = np.asarray(X, float)
+    if X.shape[0] != size:
+        raise ValueError(f"X has {X.shape[0]} rows, expected {size}")
+    if size * num <= DENSE_RESAMPLE_LIMIT:
+        return resample_counts(size, num, seed) @ X
+    rng = np.random.default_rng(seed)
+    rows = max(1, RESAMPLE_BLOCK // size)
+    out = np.empty((num, *X.shape[1:]))
+    for a in range(0, num, rows):
+        r = min(rows, num - a)
+        idx = rng.integers(0, size, size=(r, size))
+        idx += (np.arange(r) * size)[:, None]
+        counts = np.bincount(idx.ravel(), minlength=r * size).reshape(r, size).astype(float)
+        out[a:a + r] = counts @ X
+    return out
+
+
 def bootstrap_mean(x, num: int = 1000, level: float = 0.95, seed: int = 0):
     """Mean of ``x`` (NaNs dropped) and its percentile bootstrap band. Returns (mean, lo, hi, count)."""
     x = np.asarray(x, float)
     x = x[np.isfinite(x)]
     if x.size == 0:
         return float("nan"), float("nan"), float("nan"), 0
-    means = resample_counts(x.size, num, seed) @ x / x.size
+    means = resample_matmul(x.size, x, num, seed) / x.size
     a = (1 - level) / 2
     lo, hi = np.quantile(means, [a, 1 - a])
     return float(x.mean()), float(lo), float(hi), int(x.size)
+
+
+def bootstrap_means(X, num: int = 1000, level: float = 0.95, seed: int = 0) -> list:
+    """:func:`bootstrap_mean` of every column of ``X [size, M]`` with one set of resamples.
+
+    For columns with NaNs (their own sizes) and below :data:`DENSE_RESAMPLE_LIMIT` it is
+    :func:`bootstrap_mean` column by column (the same numbers bit for bit); above it, the finite
+    columns share one blocked pass of draws (same draws, products equal to rounding).
+    """
+    X = np.asarray(X, float)
+    size, M = X.shape
+    fin = np.isfinite(X).all(0)
+    out: list = [None] * M
+    if size * num > DENSE_RESAMPLE_LIMIT and fin.any():
+        cols = np.flatnonzero(fin)
+        means = resample_matmul(size, X[:, cols], num, seed) / size
+        a = (1 - level) / 2
+        q = np.quantile(means, [a, 1 - a], axis=0)
+        for j, c in enumerate(cols):
+            out[c] = (float(X[:, c].mean()), float(q[0, j]), float(q[1, j]), int(size))
+    return [o if o is not None else bootstrap_mean(X[:, c], num, level, seed) for c, o in enumerate(out)]
 
 
 def mcnemar_exact(a_correct, b_correct) -> tuple[int, int, float]:
