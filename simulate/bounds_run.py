@@ -219,8 +219,9 @@ def run_bound(cfg: BoundConfig, run_dir=None, out=None, quiet: bool = True) -> d
                                          f"not {rc.get('label_mode')!r}")
             hmm = load_run_hmm(rf)
             if not rf.exists(f"prompts/seed_{rc['seeds'][0]}.npz"):
-                raise RunFolderError(f"{rf.path}/prompts/seed_{rc['seeds'][0]}.npz not found; "
-                                     "the sweep has not finished its first seed")
+                why = ("the sweep ran with --no-save-prompts" if rc.get("save_prompts") is False
+                       else "the sweep has not finished its first seed")
+                raise RunFolderError(f"{rf.path}/prompts/seed_{rc['seeds'][0]}.npz not found; {why}")
             pr = load_prompts(rf, rc["seeds"][0])
             x_test, tasks = pr.x_test[:cfg.prompts], pr.task[:cfg.prompts]
             grid |= set(rc["grid"])

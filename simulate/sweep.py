@@ -5,7 +5,8 @@ Run folder ``runs/<name>/`` (written through :mod:`icl_kernel.runfolder`)::
     config.json        resolved configuration (a sweep with another config is refused)
     hmm.npz            the HMM (theory.hmm.HMM fields)
     kernels.json       per kernel: Σ rank, conditioning, Monte Carlo error
-    prompts/seed_S.npz the prompts of seed S (demos_x, demos_y, x_test, y_test, task)
+    prompts/seed_S.npz the prompts of seed S (demos_x, demos_y, x_test, y_test, task); not written
+                       with --no-save-prompts (config.json then says ``"save_prompts": false``)
     cells/seed_S.npz   per-prompt metrics ``[P, G]`` of seed S, named ``common|METRIC`` and
                        ``kernel|LABEL|METRIC`` (and ``pred|…`` vectors with --save-predictions)
     metrics.csv        per (kernel, n, seed): mean of every metric
@@ -14,6 +15,12 @@ Run folder ``runs/<name>/`` (written through :mod:`icl_kernel.runfolder`)::
 
 A rerun with the same config resumes: finished cells (present and matching their checksum) are
 kept; a missing or corrupted cell is recomputed.
+
+Each seed is streamed (:func:`sweep_seed`): ``--chunk`` prompts are sampled, evaluated (sharded over
+the local devices) and reduced to per-prompt metrics before the next chunk is sampled, so memory is
+bounded by the chunk, plus the ``[P, G]`` metrics and (unless --no-save-prompts) the seed's prompts.
+The numbers do not depend on the chunk: prompt i is drawn from ``fold_in(key, i)`` and each prompt
+is evaluated on its own (tested: --chunk 7 equals --chunk 256 bit for bit).
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ from icl_kernel.errors import UserError
 from icl_kernel.runfolder import RunFolder, RunFolderError, config_form, is_run_folder, open_existing
 from simulate.evaluator import (COMMON_METRICS, FORWARDS, KERNEL_METRICS, choose_forward, evaluate_prompts,
                                 make_evaluator, prepare_kernels, prompt_metrics)
-from simulate.metrics import bootstrap_mean, loglog_slope
+from simulate.metrics import bootstrap_means, loglog_slope
 from simulate.presets import build_preset, preset_defaults
 from simulate.sampling import Prompts, sample_prompts, task_prior
 from theory import kernels as tk
@@ -44,6 +51,7 @@ DEFAULT_GRID = (1, 2, 4, 8, 16, 32, 64, 128)
 DEFAULT_KERNELS = ("predictive", "belief", "predictive:beta=20", "belief:beta=20", "gram", "pretrain", "task")
 METRICS = KERNEL_METRICS
 FORMAT_VERSION = 2
+PROMPTS_NOTE_BYTES = 2**30  # a seed's prompts above this: say that --no-save-prompts exists
 
 
 class SweepConfigError(UserError):
@@ -70,6 +78,7 @@ class SweepConfig:
     save_predictions: int = 0
     curve: bool = False  # also every n = 1..max(grid): cells hold [P, max(grid)], the summary a mean curve
     forward: str = "auto"  # Bayes pass: auto (factorised where it applies), factorised, general
+    save_prompts: bool = True  # write prompts/seed_S.npz (a seed's prompts then sit in memory: [P, N, l] int32)
 
     def validate(self) -> None:
         g = list(self.grid)
@@ -98,6 +107,8 @@ class SweepConfig:
             raise SweepConfigError(f"num_labels {self.num_labels}, expected an integer >= 1")
         if not _is_int(self.save_predictions) or self.save_predictions < 0:
             raise SweepConfigError(f"save_predictions {self.save_predictions}, expected an integer >= 0")
+        if not isinstance(self.save_prompts, bool):
+            raise SweepConfigError(f"save_prompts {self.save_prompts!r}, expected True or False")
         if self.task is not None and (not _is_int(self.task) or self.task < 0):
             raise SweepConfigError(f"task {self.task}, expected a task index >= 0")
         if self.hmm_file is not None and self.preset != "custom":
@@ -148,6 +159,8 @@ def resolve(cfg: SweepConfig) -> tuple[dict, HMM]:
                save_predictions=int(cfg.save_predictions))
     if cfg.curve:
         out["curve"] = True  # absent for grid-only sweeps: their configs (and folders) are unchanged
+    if not cfg.save_prompts:
+        out["save_prompts"] = False  # absent when saved (the default): those configs are unchanged
     out["forward"] = choose_forward(hmm, labels, cfg.length, cfg.forward)
     if cfg.preset == "custom":
         out["hmm_sha256"] = _sha256_arrays(hmm)
@@ -239,13 +252,17 @@ def run_sweep(cfg: SweepConfig, out_dir, *, overwrite: bool = False, quiet: bool
             P, N = resolved["prompts_per_seed"], max(resolved["grid"])
             bar = tqdm(total=len(todo) * P, unit="prompt", disable=quiet, delay=2.0,
                        desc=f"sweep {out.name}", dynamic_ncols=True)
+            save_prompts = resolved.get("save_prompts", True)
+            if save_prompts and P * (N + 1) * (resolved["length"] + 1) * 4 > PROMPTS_NOTE_BYTES:
+                log(f"note: each seed's prompts take {P * (N + 1) * (resolved['length'] + 1) * 4 / 2**30:.1f} GiB "
+                    "in memory and in prompts/seed_S.npz; --no-save-prompts keeps only one chunk's")
             for done, s in enumerate(todo, start=1):
-                pr = sample_prompts(prompt_key(s), hmm, resolved["labels"], P, N, resolved["length"],
-                                    resolved["task"], resolved["label_mode"])
-                rf.savez(_prompts_file(s), **pr._asdict())
-                ev = evaluate_prompts(evaluate, pr.demos_x, pr.demos_y, pr.x_test, pr.task, chunk, bar)
-                _check_finite(ev, s)
-                rf.savez(_cell(s), **cell_arrays(ev, resolved["kernels"], resolved["save_predictions"]))
+                cell, pr = sweep_seed(evaluate, hmm, resolved, s, chunk, bar, save_prompts)
+                if pr is not None:
+                    rf.savez(_prompts_file(s), **pr._asdict())
+                    del pr
+                rf.savez(_cell(s), **cell)
+                del cell
                 if stop_after_cells is not None and done >= stop_after_cells:
                     bar.close()
                     return {}
@@ -255,11 +272,50 @@ def run_sweep(cfg: SweepConfig, out_dir, *, overwrite: bool = False, quiet: bool
     return summary
 
 
-def _check_finite(ev, seed: int) -> None:
+def sweep_seed(evaluate, hmm: HMM, resolved: dict, seed: int, chunk: int = 256, bar=None,
+               keep_prompts: bool = True) -> tuple[dict, Prompts | None]:
+    """One seed's cell arrays (and its prompts if ``keep_prompts``), streamed chunk by chunk.
+
+    Prompts ``a .. a + c - 1`` are sampled (``sample_prompts(..., start=a)``: prompt i from
+    ``fold_in(key, i)``, so the same prompts as one call for all P), evaluated as one batch sharded
+    over the local devices, and reduced to their per-prompt metrics before the next chunk is sampled.
+    Peak memory is therefore one chunk's prompts and forward pass plus the ``[P, G]`` metric arrays
+    (and, with ``keep_prompts``, the seed's prompts ``[P, N, l]`` int32). The batches are those
+    :func:`evaluate_prompts` forms from ``chunk``, so the numbers equal evaluating all P at once.
+    """
+    P, N, length = resolved["prompts_per_seed"], max(resolved["grid"]), resolved["length"]
+    ndev = len(jax.local_devices())
+    c = max(ndev, (min(int(chunk), P) + ndev - 1) // ndev * ndev)  # evaluate_prompts' batch size
+    K = resolved["save_predictions"]
+    parts: dict[str, list] = {}
+    prompts = None
+    for a in range(0, P, c):
+        real = min(c, P - a)
+        # A short last chunk is sampled at full size and cut (no second compile of the sampler).
+        pr = sample_prompts(prompt_key(seed), hmm, resolved["labels"], c, N, length, resolved["task"],
+                            resolved["label_mode"], start=a)
+        pr = Prompts(*(x[:real] for x in pr))
+        ev = evaluate_prompts(evaluate, pr.demos_x, pr.demos_y, pr.x_test, pr.task, c, bar)
+        _check_finite(ev, seed, offset=a)
+        for k, v in cell_arrays(ev, resolved["kernels"], max(0, min(K - a, real))).items():
+            parts.setdefault(k, []).append(v)
+        if keep_prompts:
+            if prompts is None:
+                prompts = Prompts(*(np.empty((P, *x.shape[1:]), x.dtype) for x in pr))
+            for dst, x in zip(prompts, pr):
+                dst[a:a + real] = x
+        del pr, ev
+    cell = {}
+    for k in list(parts):
+        cell[k] = np.concatenate(parts.pop(k), axis=0)
+    return cell, prompts
+
+
+def _check_finite(ev, seed: int, offset: int = 0) -> None:
     for name, a in (("Bayes", ev.bayes), ("Oracle", ev.oracle)):
         bad = ~np.isfinite(np.asarray(a)).all(-1)
         if bad.any():
-            i = int(np.argwhere(bad)[0][0])
+            i = offset + int(np.argwhere(bad)[0][0])
             raise SweepConfigError(f"{name} is not finite for prompt {i} of seed {seed} (a prompt of probability 0 "
                                    "under this HMM); the HMM cannot be used with these labels and length")
 
@@ -270,7 +326,7 @@ def cell_arrays(ev, kernel_labels, save_predictions: int) -> dict:
     arrays = {f"common|{k}": v for k, v in pm.common.items()}
     for label, km in zip(kernel_labels, pm.kernels):
         arrays.update({f"kernel|{label}|{k}": v for k, v in km.items()})
-    if save_predictions:
+    if save_predictions:  # the first K prompts' vectors
         K = save_predictions
         arrays["pred|bayes"] = np.asarray(ev.bayes)[:K]
         arrays["pred|oracle"] = np.asarray(ev.oracle)[:K]
@@ -343,17 +399,16 @@ def summarise(rf: RunFolder, resolved: dict) -> dict:
         w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in fields})
     rf.write_bytes("metrics.csv", buf.getvalue().encode())
 
-    def band(x):
-        m, lo, hi, c = bootstrap_mean(x)
-        return dict(mean=m, lo=lo, hi=hi, count=c)
+    def bands(name):  # per grid point: mean and 95% bootstrap band (one set of draws for all columns)
+        return [dict(mean=m, lo=lo, hi=hi, count=c, n=n)
+                for (m, lo, hi, c), n in zip(bootstrap_means(cells[name][:, cols]), grid)]
 
     summary = dict(config=resolved, seeds_done=cells.seeds, num_prompts=int(cells["common|bayes_vs_oracle_l1"].shape[0]),
-                   common={k: [dict(band(cells[f"common|{k}"][:, c]), n=n) for c, n in zip(cols, grid)]
-                           for k in COMMON_METRICS},
+                   common={k: bands(f"common|{k}") for k in COMMON_METRICS},
                    kernels={})
     half = [g for g, n in enumerate(grid) if n <= max(1, int(np.sqrt(grid[0] * grid[-1])))] or [0]
     for name in names:
-        ks = {k: [dict(band(cells[f"kernel|{name}|{k}"][:, c]), n=n) for c, n in zip(cols, grid)] for k in METRICS}
+        ks = {k: bands(f"kernel|{name}|{k}") for k in METRICS}
         e = cells[f"kernel|{name}|kernel_vs_bayes_l1"][:, cols].T  # [G, P]
         slope = loglog_slope([grid[g] for g in half], e[half]) if len(half) >= 2 else (float("nan"),) * 3
         ks["slope_kernel_vs_bayes_l1"] = dict(value=slope[0], lo=slope[1], hi=slope[2],

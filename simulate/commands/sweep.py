@@ -118,7 +118,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also save the Bayes, Oracle and kernel vectors of the first K prompts")
     g = p.add_argument_group("run")
     add_run_arguments(g, "default")
-    g.add_argument("--chunk", type=at.positive_int, default=256, help="prompts per device batch")
+    g.add_argument("--chunk", type=at.positive_int, default=256,
+                   help="prompts sampled and evaluated at a time (one batch, split over the local devices); memory "
+                        "grows with chunk x max n, not with --prompts; the numbers do not depend on it")
+    g.add_argument("--save-prompts", action=argparse.BooleanOptionalAction, default=True,
+                   help="write each seed's prompts to prompts/seed_S.npz (needed by `bound RUN_DIR` and "
+                        "transformer-check); they are [prompts, max n, l] int32 and held in memory until written, "
+                        "so a scale run (e.g. 10^5 prompts x n = 1024: 2 GB) should pass --no-save-prompts, "
+                        "which config.json records as \"save_prompts\": false")
 
 
 def config_from_args(args):
@@ -130,7 +137,8 @@ def config_from_args(args):
                        grid=tuple(args.grid[0]), curve=args.grid[1], seeds=tuple(args.seeds), prompts_per_seed=args.prompts,
                        length=args.length, labels=tuple(args.labels) if args.labels else "auto",
                        num_labels=args.num_labels, label_mode=args.label_mode, task=args.task,
-                       kernels=tuple(args.kernels), dtype=args.dtype, forward=args.forward, save_predictions=args.save_predictions)
+                       kernels=tuple(args.kernels), dtype=args.dtype, forward=args.forward, save_predictions=args.save_predictions,
+                       save_prompts=args.save_prompts)
 
 
 def run(args) -> int:

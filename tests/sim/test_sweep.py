@@ -137,6 +137,66 @@ def test_prompt_count_not_divisible_by_devices(tmp_path):
                      quiet=True)["num_prompts"] == 21
 
 
+def test_streamed_seed_equals_all_prompts_at_once():
+    """A seed sampled and evaluated chunk by chunk (sweep_seed) gives, bit for bit, the prompts and cell
+    of sampling all P prompts at once and evaluating them in the same chunks (the pre-streaming sweep),
+    including a short last chunk, predictions spanning two chunks, and float32."""
+    from simulate.evaluator import evaluate_prompts, make_evaluator, prepare_kernels
+    from simulate.sampling import sample_prompts
+    from simulate.sweep import cell_arrays, evaluated_ns, prompt_key, resolve, sweep_seed
+    from theory import kernels as tk
+
+    resolved, hmm = resolve(small_cfg(prompts_per_seed=23, save_predictions=6, kernels=("predictive", "gram")))
+    prepared = prepare_kernels(hmm, [tk.parse_kernel(k) for k in resolved["kernels"]], resolved["length"])
+    ev = make_evaluator(hmm, prepared, resolved["labels"], evaluated_ns(resolved), resolved["dtype"],
+                        length=resolved["length"], forward=resolved["forward"])
+    cell, pr = sweep_seed(ev, hmm, resolved, 1, chunk=4)
+    ref_pr = sample_prompts(prompt_key(1), hmm, resolved["labels"], 23, 4, resolved["length"])
+    ref = cell_arrays(evaluate_prompts(ev, ref_pr.demos_x, ref_pr.demos_y, ref_pr.x_test, ref_pr.task, 4),
+                      resolved["kernels"], 6)
+    for a, b in zip(pr, ref_pr):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert set(cell) == set(ref) and cell["pred|bayes"].shape[0] == 6
+    for k in ref:
+        assert cell[k].dtype == ref[k].dtype and np.array_equal(cell[k], ref[k], equal_nan=True), k
+    cell2, none = sweep_seed(ev, hmm, resolved, 1, chunk=4, keep_prompts=False)
+    assert none is None and all(np.array_equal(cell2[k], cell[k], equal_nan=True) for k in cell)
+
+
+def test_small_chunk_equals_large_chunk_and_no_save_prompts(tmp_path, capsys):
+    """--chunk 3 and --chunk 256 draw the same prompts (bit for bit) and give the same numbers to float
+    rounding (batches of another shape round differently); --no-save-prompts writes no prompts, says so in
+    config.json, resumes, and the bound names the reason the prompts are missing."""
+    from icl_kernel.runfolder import open_existing
+
+    cfg = small_cfg(prompts_per_seed=11, dtype="float64", kernels=("predictive", "belief:beta=5"))
+    a = run_sweep(cfg, tmp_path / "a", quiet=True, chunk=3)
+    b = run_sweep(cfg, tmp_path / "b", quiet=True, chunk=256)
+    ra, rb = open_existing(tmp_path / "a"), open_existing(tmp_path / "b")
+    for s in cfg.seeds:
+        pa, pb = ra.load_npz(f"prompts/seed_{s}.npz"), rb.load_npz(f"prompts/seed_{s}.npz")
+        assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+        ca, cb = ra.load_npz(f"cells/seed_{s}.npz"), rb.load_npz(f"cells/seed_{s}.npz")
+        for k in ca:
+            np.testing.assert_allclose(ca[k], cb[k], rtol=1e-12, atol=1e-13, err_msg=k)
+    assert a["num_prompts"] == b["num_prompts"] == 22
+    cfg_ns = small_cfg(prompts_per_seed=11, dtype="float64", kernels=("predictive", "belief:beta=5"), save_prompts=False)
+    assert run_sweep(cfg_ns, tmp_path / "c", quiet=True, chunk=3, stop_after_cells=1) == {}
+    c = run_sweep(cfg_ns, tmp_path / "c", quiet=True, chunk=3)
+    rc = open_existing(tmp_path / "c")
+    assert rc.config()["save_prompts"] is False and "save_prompts" not in ra.config()
+    assert not (tmp_path / "c" / "prompts").exists()
+    assert c["kernels"] == a["kernels"] and c["common"] == a["common"]
+    for s in cfg.seeds:  # same chunk: bit for bit
+        ca, cc = ra.load_npz(f"cells/seed_{s}.npz"), rc.load_npz(f"cells/seed_{s}.npz")
+        assert all(np.array_equal(ca[k], cc[k], equal_nan=True) for k in ca)
+    assert main(["bound", str(tmp_path / "c"), "--quiet"]) == 2
+    assert "--no-save-prompts" in capsys.readouterr().err
+    assert main(["sweep", "--runs-dir", str(tmp_path), "--name", "d", "--no-save-prompts", *SMALL[:-2],
+                 "--kernels", "predictive"]) == 0
+    assert not (tmp_path / "d" / "prompts").exists() and (tmp_path / "d" / "cells" / "seed_1.npz").exists()
+
+
 def test_corrupted_cell_is_recomputed(tmp_path, capsys):
     cfg = small_cfg(seeds=(0,))
     first = run_sweep(cfg, tmp_path / "r", quiet=True)
