@@ -120,7 +120,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(g, "default")
     g.add_argument("--chunk", type=at.positive_int, default=256,
                    help="prompts sampled and evaluated at a time (one batch, split over the local devices); memory "
-                        "grows with chunk x max n, not with --prompts; the numbers do not depend on it")
+                        "grows with chunk x max n, not with --prompts; the prompts do not depend on it, the numbers only to "
+                        "float rounding")
     g.add_argument("--save-prompts", action=argparse.BooleanOptionalAction, default=True,
                    help="write each seed's prompts to prompts/seed_S.npz (needed by `bound RUN_DIR` and "
                         "transformer-check); they are [prompts, max n, l] int32 and held in memory until written, "
