@@ -159,8 +159,18 @@ def test_streamed_seed_equals_all_prompts_at_once():
     assert set(cell) == set(ref) and cell["pred|bayes"].shape[0] == 6
     for k in ref:
         assert cell[k].dtype == ref[k].dtype and np.array_equal(cell[k], ref[k], equal_nan=True), k
-    cell2, none = sweep_seed(ev, hmm, resolved, 1, chunk=4, keep_prompts=False)
+    import jax
+
+    seen = []
+
+    def spy(*batch):  # every streamed batch is split over all local devices
+        seen.append([(len(x.sharding.device_set), x.sharding.is_fully_replicated) for x in batch])
+        return ev(*batch)
+
+    cell2, none = sweep_seed(spy, hmm, resolved, 1, chunk=4, keep_prompts=False)
     assert none is None and all(np.array_equal(cell2[k], cell[k], equal_nan=True) for k in cell)
+    nd = len(jax.local_devices())
+    assert nd >= 2 and len(seen) == 6 and all(d == (nd, False) for b in seen for d in b)
 
 
 def test_small_chunk_equals_large_chunk_and_no_save_prompts(tmp_path, capsys):
