@@ -6,7 +6,8 @@ Shared by the sweep, the bound and the phenomena. Three steps:
    matrix kernels) as typed values (:class:`MatrixKernel`, :class:`FeatureKernel`).
 2. :func:`make_evaluator` returns a jitted function of one batch of prompts.
 3. :func:`evaluate_prompts` runs it over a :class:`simulate.sampling.Prompts` in chunks, each
-   chunk padded to a multiple of the local devices and sharded over them, and returns one
+   chunk padded to a multiple of the devices and sharded over them (every process's, under
+   ``jax.distributed``), and returns one
    :class:`Evaluation` whose every array has the **prompt axis first**, so trimming the padding
    is the same slice for every field.
 """
@@ -24,7 +25,7 @@ from simulate.factorised import (FactorisationError, factorised_arrays, restart_
                                  sweep_bayes_factorised)
 from simulate.forward import hmm_arrays, sweep_bayes
 from simulate.metrics import argmax_agree, l1
-from simulate.runtime import batch_sharding
+from simulate.runtime import fetch, prompt_sharding, put_batch
 from simulate.sampling import sample_inputs
 from theory import kernels as tk
 from theory.errors import KernelError
@@ -292,14 +293,16 @@ def _evaluate(params: EvaluatorParams, demos_x, demos_y, x_test, task, *, static
 
 
 def evaluate_prompts(evaluate, demos_x, demos_y, x_test, task, chunk: int = 256, bar=None) -> Evaluation:
-    """Run ``evaluate`` over all prompts in chunks sharded over the local devices (numpy out).
+    """Run ``evaluate`` over all prompts in chunks sharded over the devices (numpy out).
 
     A chunk whose size does not divide by the device count is padded with copies of its first
     prompt; the padding is cut from axis 0 of every output (the prompt axis of :class:`Evaluation`).
+    Under ``jax.distributed`` the devices are those of every process (:func:`prompt_sharding`):
+    each process passes the same prompts, places its own devices' rows, and gets every output whole.
     """
     if int(chunk) < 1:
         raise ValueError(f"chunk {chunk}, expected >= 1 prompts per batch")
-    sharding, ndev = batch_sharding()
+    sharding, ndev = prompt_sharding()
     arrays = [np.asarray(a) for a in (demos_x, demos_y, x_test, task)]
     P = arrays[0].shape[0]
     chunk = max(ndev, (min(int(chunk), P) + ndev - 1) // ndev * ndev)
@@ -310,8 +313,8 @@ def evaluate_prompts(evaluate, demos_x, demos_y, x_test, task, chunk: int = 256,
         pad = (-real) % ndev
         if pad:
             batch = [np.concatenate([x, np.repeat(x[:1], pad, axis=0)]) for x in batch]
-        out = evaluate(*[jax.device_put(x, sharding) for x in batch])
-        pieces.append(jax.tree_util.tree_map(lambda v: np.asarray(v)[:real], out))
+        out = fetch(evaluate(*[put_batch(x, sharding) for x in batch]))
+        pieces.append(jax.tree_util.tree_map(lambda v: v[:real], out))
         if bar is not None:
             bar.update(real)
     return jax.tree_util.tree_map(lambda *vs: np.concatenate(vs, axis=0), *pieces)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
@@ -41,3 +42,58 @@ def batch_sharding(batch_axis_size: int | None = None):
     devices = jax.local_devices()
     mesh = Mesh(devices, ("batch",))
     return NamedSharding(mesh, PartitionSpec("batch")), len(devices)
+
+
+# ------------------------------------------------------------------ several processes (hosts)
+
+
+def init_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                     process_id: int | None = None) -> None:
+    """``jax.distributed.initialize`` (after :func:`setup`, before any device is touched).
+
+    With no arguments JAX detects them on a supported cluster (SLURM, Open MPI, Kubernetes, cloud
+    TPU/GPU VMs); else give all three. On CPU the cross-process collectives go through gloo.
+    Every process must then run the same program on the same configuration (SPMD).
+    """
+    try:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except Exception:  # an older JAX without the flag: its default
+        pass
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+
+
+def prompt_sharding():
+    """The prompt-batch sharding of the simulator: a 1-D mesh over every device of every process
+    (``jax.devices()``; with one process, its local devices, as :func:`batch_sharding`)."""
+    if jax.process_count() == 1:
+        return batch_sharding()
+    devices = jax.devices()
+    return NamedSharding(Mesh(devices, ("batch",)), PartitionSpec("batch")), len(devices)
+
+
+def put_batch(x, sharding):
+    """A host array (the same on every process) as a global array split along axis 0 by ``sharding``;
+    each process places only its own devices' rows."""
+    if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+def fetch(tree):
+    """Numpy copies of a pytree of (possibly globally sharded) arrays, whole on every process."""
+    if jax.process_count() == 1:
+        return jax.tree_util.tree_map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+
+    return jax.tree_util.tree_map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+
+
+def broadcast_from_first(x):
+    """Process 0's value of the numpy array ``x`` on every process (``x`` itself with one process)."""
+    if jax.process_count() == 1:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.broadcast_one_to_all(np.asarray(x)))

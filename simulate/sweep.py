@@ -17,8 +17,9 @@ A rerun with the same config resumes: finished cells (present and matching their
 kept; a missing or corrupted cell is recomputed.
 
 Each seed is streamed (:func:`sweep_seed`): ``--chunk`` prompts are sampled, evaluated (sharded over
-the local devices) and reduced to per-prompt metrics before the next chunk is sampled, so memory is
-bounded by the chunk, plus the ``[P, G]`` metrics and (unless --no-save-prompts) the seed's prompts.
+the devices, of every process under jax.distributed) and reduced to per-prompt metrics before the
+next chunk is sampled, so memory is bounded by the chunk, plus the ``[P, G]`` metrics and (unless
+--no-save-prompts) the seed's prompts.
 The prompts do not depend on the chunk (prompt i is drawn from ``fold_in(key, i)``); the numbers
 only to float rounding (XLA rounds batches of another shape differently: ~1 ulp in float32), and for
 a given chunk they are those of sampling all P prompts first (tested bit for bit).
@@ -43,6 +44,7 @@ from simulate.evaluator import (COMMON_METRICS, FORWARDS, KERNEL_METRICS, choose
                                 make_evaluator, prepare_kernels, prompt_metrics)
 from simulate.metrics import bootstrap_means, loglog_slope
 from simulate.presets import build_preset, preset_defaults
+from simulate.runtime import broadcast_from_first, prompt_sharding
 from simulate.sampling import Prompts, sample_prompts, task_prior
 from theory import kernels as tk
 from theory.hmm import HMM, check_labels, check_prompt_law, make_hmm
@@ -229,6 +231,10 @@ def run_sweep(cfg: SweepConfig, out_dir, *, overwrite: bool = False, quiet: bool
 
     Everything is validated (config, HMM, kernels, Σ) before the folder is created or changed.
     ``stop_after_cells`` stops after computing that many new cells (for tests of resumption).
+
+    Under ``jax.distributed`` (several processes, :func:`simulate.runtime.init_distributed`) every
+    process calls this with the same arguments: each chunk is split over the devices of all
+    processes, process 0 alone writes the folder (and returns the summary), the others return {}.
     """
     t0 = time.perf_counter()
     if not _is_int(chunk) or chunk < 1:
@@ -236,6 +242,8 @@ def run_sweep(cfg: SweepConfig, out_dir, *, overwrite: bool = False, quiet: bool
     resolved, hmm = resolve(cfg)
     out = Path(out_dir)
     specs = [tk.parse_kernel(k) for k in resolved["kernels"]]
+    if jax.process_count() > 1 and jax.process_index() != 0:
+        return _follow_first_process(hmm, resolved, specs, chunk, stop_after_cells)
     prepared = prepare_kernels(hmm, specs, resolved["length"]) if _pending_seeds(out, resolved) else None
     with RunFolder.create(out, command=COMMAND, config=resolved, overwrite=overwrite, log=log) as rf:
         if not rf.is_done("hmm.npz"):
@@ -244,6 +252,7 @@ def run_sweep(cfg: SweepConfig, out_dir, *, overwrite: bool = False, quiet: bool
         for s in todo:
             if rf.is_corrupted(_cell(s)):
                 log(f"{rf.path / _cell(s)} is corrupted (checksum mismatch); recomputing it")
+        broadcast_from_first(np.isin(resolved["seeds"], todo))  # the other processes' work list
         if todo:
             if prepared is None:
                 prepared = prepare_kernels(hmm, specs, resolved["length"])
@@ -273,19 +282,33 @@ def run_sweep(cfg: SweepConfig, out_dir, *, overwrite: bool = False, quiet: bool
     return summary
 
 
+def _follow_first_process(hmm: HMM, resolved: dict, specs, chunk: int, stop_after_cells) -> dict:
+    """A process other than 0: compute the seeds process 0 names (its shard of every batch), write nothing."""
+    todo = [s for s, t in zip(resolved["seeds"], broadcast_from_first(np.zeros(len(resolved["seeds"]), bool))) if t]
+    if todo:
+        evaluate = make_evaluator(hmm, prepare_kernels(hmm, specs, resolved["length"]), resolved["labels"],
+                                  evaluated_ns(resolved), resolved["dtype"], length=resolved["length"],
+                                  forward=resolved["forward"])
+        for done, s in enumerate(todo, start=1):
+            sweep_seed(evaluate, hmm, resolved, s, chunk, None, keep_prompts=False)
+            if stop_after_cells is not None and done >= stop_after_cells:
+                break
+    return {}
+
+
 def sweep_seed(evaluate, hmm: HMM, resolved: dict, seed: int, chunk: int = 256, bar=None,
                keep_prompts: bool = True) -> tuple[dict, Prompts | None]:
     """One seed's cell arrays (and its prompts if ``keep_prompts``), streamed chunk by chunk.
 
     Prompts ``a .. a + c - 1`` are sampled (``sample_prompts(..., start=a)``: prompt i from
     ``fold_in(key, i)``, so the same prompts as one call for all P), evaluated as one batch sharded
-    over the local devices, and reduced to their per-prompt metrics before the next chunk is sampled.
+    over the devices, and reduced to their per-prompt metrics before the next chunk is sampled.
     Peak memory is therefore one chunk's prompts and forward pass plus the ``[P, G]`` metric arrays
     (and, with ``keep_prompts``, the seed's prompts ``[P, N, l]`` int32). The batches are those
     :func:`evaluate_prompts` forms from ``chunk``, so the numbers equal evaluating all P at once.
     """
     P, N, length = resolved["prompts_per_seed"], max(resolved["grid"]), resolved["length"]
-    ndev = len(jax.local_devices())
+    ndev = prompt_sharding()[1]
     c = max(ndev, (min(int(chunk), P) + ndev - 1) // ndev * ndev)  # evaluate_prompts' batch size
     K = resolved["save_predictions"]
     parts: dict[str, list] = {}

@@ -127,6 +127,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "transformer-check); they are [prompts, max n, l] int32 and held in memory until written, "
                         "so a scale run (e.g. 10^5 prompts x n = 1024: 2 GB) should pass --no-save-prompts, "
                         "which config.json records as \"save_prompts\": false")
+    g = p.add_argument_group("several processes (jax.distributed; every process runs the same command)")
+    g.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first: each batch is split over the devices of every "
+                        "process, process 0 writes the run folder. Alone it detects the processes on SLURM, Open MPI, "
+                        "Kubernetes or cloud TPU/GPU VMs; elsewhere give --coordinator, --num-processes, --process-id")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="process 0's address (implies --distributed)")
+    g.add_argument("--num-processes", type=at.positive_int, default=None, help="number of processes (implies --distributed)")
+    g.add_argument("--process-id", type=at.nonnegative_int, default=None, help="this process's index (implies --distributed)")
 
 
 def config_from_args(args):
@@ -148,11 +156,24 @@ def run(args) -> int:
     from simulate.runtime import setup
 
     setup(args.devices)
+    manual = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in manual) and None in manual:
+        raise UsageError("--coordinator, --num-processes and --process-id go together; give all three "
+                         "(or --distributed alone on a cluster JAX detects)")
+    if args.distributed or args.coordinator is not None:
+        from simulate.runtime import init_distributed
+
+        init_distributed(*manual)
     from simulate.sweep import format_table, run_sweep
 
     cfg = config_from_args(args)
     out = Path(args.runs_dir) / args.name
     summary = run_sweep(cfg, out, overwrite=args.overwrite, quiet=args.quiet, chunk=args.chunk)
+    if not summary:
+        import jax
+
+        print(f"process {jax.process_index()} of {jax.process_count()}: done; process 0 writes {out}")
+        return 0
     print(format_table(summary))
     print(f"run folder: {out}  ({summary['wall_seconds_this_call']:.1f} s)")
     return 0

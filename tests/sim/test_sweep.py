@@ -207,6 +207,40 @@ def test_small_chunk_equals_large_chunk_and_no_save_prompts(tmp_path, capsys):
     assert not (tmp_path / "d" / "prompts").exists() and (tmp_path / "d" / "cells" / "seed_1.npz").exists()
 
 
+@pytest.mark.slow
+def test_two_processes_equal_one(tmp_path):
+    """jax.distributed with two processes of one CPU device each (localhost, gloo): every batch split over
+    both processes' devices, process 0 writes; the cells equal a one-process run on two devices bit for bit."""
+    import socket
+    import subprocess
+    import sys
+
+    from icl_kernel.runfolder import open_existing
+
+    with socket.socket() as sk:
+        sk.bind(("localhost", 0))
+        port = sk.getsockname()[1]
+    args = ["sweep", "--runs-dir", str(tmp_path), "--name", "mp", "--devices", "1", "--chunk", "4",
+            "--coordinator", f"localhost:{port}", "--num-processes", "2", *SMALL[:-2], "--kernels", "predictive gram"]
+    code = "import sys; from icl_kernel.cli import main; sys.exit(main(sys.argv[1:]))"
+    procs = [subprocess.Popen([sys.executable, "-c", code, *args, "--process-id", str(i)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert "[predictive]" in outs[0] and "process 1 of 2: done" in outs[1], outs
+    cfg = small_cfg(kernels=("predictive", "gram"))
+    one = run_sweep(cfg, tmp_path / "one", quiet=True, chunk=4)
+    r1, r2 = open_existing(tmp_path / "one"), open_existing(tmp_path / "mp")
+    assert r2.config() == r1.config()
+    for s in cfg.seeds:
+        c1, c2 = r1.load_npz(f"cells/seed_{s}.npz"), r2.load_npz(f"cells/seed_{s}.npz")
+        for k in c1:  # the same per-device shapes, the same program: bit for bit (float32)
+            assert np.array_equal(c2[k], c1[k], equal_nan=True), k
+        p1, p2 = r1.load_npz(f"prompts/seed_{s}.npz"), r2.load_npz(f"prompts/seed_{s}.npz")
+        assert all(np.array_equal(p1[k], p2[k]) for k in p1)
+    assert json.loads((tmp_path / "mp" / "summary.json").read_text())["num_prompts"] == one["num_prompts"]
+
+
 def test_corrupted_cell_is_recomputed(tmp_path, capsys):
     cfg = small_cfg(seeds=(0,))
     first = run_sweep(cfg, tmp_path / "r", quiet=True)
