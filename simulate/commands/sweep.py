@@ -119,7 +119,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     add_run_arguments(g, "default")
     g.add_argument("--chunk", type=at.positive_int, default=256,
-                   help="prompts sampled and evaluated at a time (one batch, split over the local devices); memory "
+                   help="prompts sampled and evaluated at a time (one batch, split over the devices); memory "
                         "grows with chunk x max n, not with --prompts; the prompts do not depend on it, the numbers only to "
                         "float rounding")
     g.add_argument("--save-prompts", action=argparse.BooleanOptionalAction, default=True,
