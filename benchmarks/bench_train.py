@@ -101,7 +101,8 @@ class TorchStep:
         from simulate import corpus
 
         self.torch, self.threads = torch, threads
-        self.name = f"{attn} attention, {threads} thread{'s' if threads > 1 else ''}" + (", torch.compile" if compile else "")
+        self.name = (f"{attn} attention, {threads} thread{'s' if threads > 1 else ''}"
+                     + (", torch.compile" if compile else ""))
         torch.set_num_threads(threads)
         torch.manual_seed(0)
         hf_cfg = {k: v for k, v in hf_config_dict(mcfg).items() if k not in ("architectures", "model_type")}
