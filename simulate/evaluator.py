@@ -275,7 +275,11 @@ def _evaluate(params: EvaluatorParams, demos_x, demos_y, x_test, task, *, static
     estimates = []
     for (kind, arg), M in zip(static.kernels, params.mats):
         if kind == "matrix":
-            u = jnp.einsum("pf,pfg->pg", phi_t, M[task]) if arg else phi_t @ M[0]
+            if arg:  # Σ⁺ of the prompt's own task: every task's product, then each prompt's row
+                # (gathering M[task] would copy a [P, F, F] stack: ~1 GB in float64 at the han preset)
+                u = jnp.take_along_axis(jnp.einsum("pf,kfg->kpg", phi_t, M), task[None, :, None], axis=0)[0]
+            else:
+                u = phi_t @ M[0]
             Kv = jnp.einsum("pf,pnf->pn", u, phi_d)
         else:
             if kind not in features:
