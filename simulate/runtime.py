@@ -32,7 +32,7 @@ def setup(num_cpu_devices: int | None = None, enable_x64: bool = True) -> None:
     if cache:
         try:
             jax.config.update("jax_compilation_cache_dir", cache)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
         except Exception:
             pass
 
