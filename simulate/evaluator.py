@@ -296,6 +296,11 @@ def _evaluate(params: EvaluatorParams, demos_x, demos_y, x_test, task, *, static
 # ------------------------------------------------------------------ many batches
 
 
+def batch_size(chunk: int, num_prompts: int, num_devices: int) -> int:
+    """Prompts per evaluated batch: ``chunk`` (at most ``num_prompts``) rounded up to a multiple of the devices."""
+    return max(num_devices, (min(int(chunk), num_prompts) + num_devices - 1) // num_devices * num_devices)
+
+
 def evaluate_prompts(evaluate, demos_x, demos_y, x_test, task, chunk: int = 256, bar=None) -> Evaluation:
     """Run ``evaluate`` over all prompts in chunks sharded over the devices (numpy out).
 
@@ -309,7 +314,7 @@ def evaluate_prompts(evaluate, demos_x, demos_y, x_test, task, chunk: int = 256,
     sharding, ndev = prompt_sharding()
     arrays = [np.asarray(a) for a in (demos_x, demos_y, x_test, task)]
     P = arrays[0].shape[0]
-    chunk = max(ndev, (min(int(chunk), P) + ndev - 1) // ndev * ndev)
+    chunk = batch_size(chunk, P, ndev)
     pieces = []
     for a in range(0, P, chunk):
         batch = [x[a:a + chunk] for x in arrays]

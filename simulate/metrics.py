@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# re-exported: one bootstrap for both halves
-from theory.stats import (DENSE_RESAMPLE_LIMIT, bootstrap_mean, bootstrap_means,  # noqa: F401
-                          resample_counts, resample_matmul)
+from theory.stats import bootstrap_mean, bootstrap_means, resample_matmul  # noqa: F401  (re-exported: one bootstrap for both halves)
 
 
 def l1(a, b):
@@ -42,7 +40,7 @@ def loglog_slope(ns, per_prompt, num: int = 1000, level: float = 0.95, seed: int
     """Least-squares slope of log(mean error) on log(n), with a bootstrap band over prompts.
 
     ``per_prompt [G, P]`` (NaN allowed). Returns (slope, lo, hi). The ``num`` resamples of the
-    prompts are :func:`theory.stats.resample_counts` (means by one matrix product each, NaNs left
+    prompts are :func:`theory.stats.resample_matmul`'s (means by one matrix product each, NaNs left
     out of each mean as ``nanmean`` does).
     """
     X = np.log(np.asarray(ns, float))
@@ -50,13 +48,9 @@ def loglog_slope(ns, per_prompt, num: int = 1000, level: float = 0.95, seed: int
     fin = np.isfinite(Y)
     with np.errstate(invalid="ignore", divide="ignore"):
         s = float(_ols_slopes(X, (np.where(fin, Y, 0).sum(1) / fin.sum(1))[None])[0])
-        if Y.shape[1] * num <= DENSE_RESAMPLE_LIMIT:
-            counts = resample_counts(Y.shape[1], num, seed)
-            boot_means = (counts @ np.where(fin, Y, 0.0).T) / (counts @ fin.T.astype(float))  # [num, G]
-        else:  # the same draws a block at a time (bounded memory)
-            G = Y.shape[0]
-            both = resample_matmul(Y.shape[1], np.concatenate([np.where(fin, Y, 0.0), fin]).T, num, seed)
-            boot_means = both[:, :G] / both[:, G:]
+        P = Y.shape[1]
+        boot_means = (resample_matmul(P, np.where(fin, Y, 0.0).T, num, seed)
+                      / resample_matmul(P, fin.T.astype(float), num, seed))  # [num, G]
     boots = _ols_slopes(X, boot_means)
     boots = boots[np.isfinite(boots)]
     a = (1 - level) / 2

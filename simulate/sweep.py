@@ -40,8 +40,8 @@ from tqdm.auto import tqdm
 
 from icl_kernel.errors import UserError
 from icl_kernel.runfolder import RunFolder, RunFolderError, config_form, is_run_folder, open_existing
-from simulate.evaluator import (COMMON_METRICS, FORWARDS, KERNEL_METRICS, choose_forward, evaluate_prompts,
-                                make_evaluator, prepare_kernels, prompt_metrics)
+from simulate.evaluator import (COMMON_METRICS, FORWARDS, KERNEL_METRICS, batch_size, choose_forward,
+                                evaluate_prompts, make_evaluator, prepare_kernels, prompt_metrics)
 from simulate.metrics import bootstrap_means, loglog_slope
 from simulate.presets import build_preset, preset_defaults
 from simulate.runtime import broadcast_from_first, prompt_sharding
@@ -308,8 +308,7 @@ def sweep_seed(evaluate, hmm: HMM, resolved: dict, seed: int, chunk: int = 256, 
     :func:`evaluate_prompts` forms from ``chunk``, so the numbers equal evaluating all P at once.
     """
     P, N, length = resolved["prompts_per_seed"], max(resolved["grid"]), resolved["length"]
-    ndev = prompt_sharding()[1]
-    c = max(ndev, (min(int(chunk), P) + ndev - 1) // ndev * ndev)  # evaluate_prompts' batch size
+    c = batch_size(chunk, P, prompt_sharding()[1])  # evaluate_prompts' batch size
     K = resolved["save_predictions"]
     parts: dict[str, list] = {}
     prompts = None

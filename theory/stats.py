@@ -15,11 +15,15 @@ def resample_counts(size: int, num: int = 1000, seed: int = 0) -> np.ndarray:
     successive draws of ``size``); a resample's mean of ``x`` is then ``counts @ x / size``, one
     matrix product for every resample instead of a gather. Cached (read-only) per argument set.
     """
-    idx = np.random.default_rng(seed).integers(0, size, size=(num, size))
-    counts = np.zeros((num, size))
-    np.add.at(counts, (np.arange(num)[:, None], idx), 1.0)
+    counts = _draw_counts(np.random.default_rng(seed), num, size)
     counts.setflags(write=False)
     return counts
+
+
+def _draw_counts(rng: np.random.Generator, rows: int, size: int) -> np.ndarray:
+    """The next ``rows`` resamples of ``size`` items from ``rng``, as counts ``[rows, size]`` float."""
+    idx = rng.integers(0, size, size=(rows, size)) + (np.arange(rows) * size)[:, None]
+    return np.bincount(idx.ravel(), minlength=rows * size).reshape(rows, size).astype(float)
 
 
 DENSE_RESAMPLE_LIMIT = 2**24  # entries of [num, size] up to which the count matrix is built whole and cached
@@ -44,10 +48,7 @@ def resample_matmul(size: int, X, num: int = 1000, seed: int = 0) -> np.ndarray:
     out = np.empty((num, *X.shape[1:]))
     for a in range(0, num, rows):
         r = min(rows, num - a)
-        idx = rng.integers(0, size, size=(r, size))
-        idx += (np.arange(r) * size)[:, None]
-        counts = np.bincount(idx.ravel(), minlength=r * size).reshape(r, size).astype(float)
-        out[a:a + r] = counts @ X
+        out[a:a + r] = _draw_counts(rng, r, size) @ X
     return out
 
 

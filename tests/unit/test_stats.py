@@ -11,15 +11,16 @@ def small_limits(monkeypatch):
     """Force the blocked path at test sizes (dense limit 2000 entries, blocks of 300)."""
     monkeypatch.setattr(stats, "DENSE_RESAMPLE_LIMIT", 2000)
     monkeypatch.setattr(stats, "RESAMPLE_BLOCK", 300)
-    import simulate.metrics as sm
-    monkeypatch.setattr(sm, "DENSE_RESAMPLE_LIMIT", 2000)
 
 
 def test_blocked_resamples_equal_dense_counts(small_limits):
     rng = np.random.default_rng(1)
     for size in (57, 200, 401):  # 1..7 resamples per block, a short last block
         X = rng.normal(size=(size, 3))
-        dense = stats.resample_counts(size, 40, 5) @ X
+        idx = np.random.default_rng(5).integers(0, size, size=(40, size))  # the draws, independently counted
+        direct = np.stack([np.bincount(row, minlength=size) for row in idx]).astype(float)
+        np.testing.assert_array_equal(stats.resample_counts(size, 40, 5), direct)
+        dense = direct @ X
         blocked = stats.resample_matmul(size, X, 40, 5)  # 40 * size > 2000: blocked
         np.testing.assert_allclose(blocked, dense, rtol=1e-13, atol=1e-12)
         np.testing.assert_allclose(stats.resample_matmul(size, X[:, 0], 40, 5), dense[:, 0], rtol=1e-13, atol=1e-12)
@@ -48,8 +49,6 @@ def test_dense_path_unchanged_and_slope_blocked_equals_dense(monkeypatch):
     Y = np.abs(np.random.default_rng(4).normal(size=(4, 300))) / np.asarray(ns)[:, None]
     Y[1, 7] = np.nan
     dense = loglog_slope(ns, Y, num=60)
-    import simulate.metrics as sm
     monkeypatch.setattr(stats, "DENSE_RESAMPLE_LIMIT", 1000)
     monkeypatch.setattr(stats, "RESAMPLE_BLOCK", 700)
-    monkeypatch.setattr(sm, "DENSE_RESAMPLE_LIMIT", 1000)
     np.testing.assert_allclose(loglog_slope(ns, Y, num=60), dense, rtol=1e-12)
