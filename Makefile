@@ -29,9 +29,9 @@ demo: $(VENV)/.base
 # whole-CLI integration tests (they run every subcommand in-process, which sets those flags too),
 # and the rest (unit tests and the LLM harness, float32). `make test` skips the checks marked
 # slow; `make test-slow` runs only those (CI runs both). pytest's exit 5 (none selected) is fine.
-PYTEST_SIM   = $(PY) -m pytest -q tests/sim
-PYTEST_INT   = $(PY) -m pytest -q tests/integration
-PYTEST_OTHER = $(PY) -m pytest -q tests --ignore=tests/sim --ignore=tests/integration
+PYTEST_SIM   = $(PY) -m pytest -q --durations=8 tests/sim
+PYTEST_INT   = $(PY) -m pytest -q --durations=8 tests/integration
+PYTEST_OTHER = $(PY) -m pytest -q --durations=8 tests --ignore=tests/sim --ignore=tests/integration
 
 test: $(VENV)/.test
 	$(PYTEST_SIM) -m "not slow"

@@ -41,7 +41,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=20, help="best of this many timed runs for each side")
     ap.add_argument("--curve", type=int, default=1024, help="N for the full curve n = 1..N")
     a = ap.parse_args()
-    from simulate.runtime import setup, batch_sharding
+    from simulate.runtime import setup, batch_sharding, replicate
 
     setup()
     import jax
@@ -66,7 +66,7 @@ def main():
     dx, dy, xt, th = map(put, (pr.demos_x[:, :N], pr.demos_y[:, :N], pr.x_test, pr.task))
     dxc, dyc = put(pr.demos_x), put(pr.demos_y)
     A = hmm_arrays(hmm, jnp.float32)
-    F = factorised_arrays(hmm, labels, l, jnp.float32)
+    F = replicate(factorised_arrays(hmm, labels, l, jnp.float32), sh)  # placed once, as the sweep does
     d = hmm.num_states
 
     general_grid = jax.jit(lambda *z: sweep_bayes(A, *z, labels, grid).bayes)

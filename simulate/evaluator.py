@@ -25,7 +25,7 @@ from simulate.factorised import (FactorisationError, factorised_arrays, restart_
                                  sweep_bayes_factorised)
 from simulate.forward import hmm_arrays, sweep_bayes
 from simulate.metrics import argmax_agree, l1
-from simulate.runtime import fetch, prompt_sharding, put_batch
+from simulate.runtime import fetch, prompt_sharding, put_batch, replicate
 from simulate.sampling import sample_inputs
 from theory import kernels as tk
 from theory.errors import KernelError
@@ -245,15 +245,26 @@ def make_evaluator(hmm: HMM, prepared: PreparedKernels, labels, grid, dtype, *, 
                    for k in prepared.kernels),
         labels=jnp.asarray(labels, jnp.int32),
         order=jnp.asarray(blocks.order))
+    # Batches sharded over the prompt mesh (evaluate_prompts) use parameters placed there once:
+    # left on one device they would be copied to the others on every call. Anything else (numpy,
+    # one device) uses the unplaced parameters, as jit would place them.
+    placed = replicate(params)
+    mesh_devices = placed.labels.sharding.device_set
+
+    def _params(batch):
+        on_mesh = all(isinstance(x, jax.Array) and x.sharding.device_set == mesh_devices for x in batch)
+        return placed if on_mesh else params
+
     static = _Static(grid=tuple(int(n) for n in grid),
                      kernels=tuple(("matrix", k.per_task) if isinstance(k, MatrixKernel) else (k.spec.name, k.spec.beta)
                                    for k in prepared.kernels),
                      K=blocks.K, b=blocks.b, factorised=F is not None)
 
     def evaluate(demos_x, demos_y, x_test, task) -> Evaluation:
-        return _evaluate(params, demos_x, demos_y, x_test, task, static=static)
+        batch = (demos_x, demos_y, x_test, task)
+        return _evaluate(_params(batch), *batch, static=static)
 
-    evaluate.lower = lambda *batch: _evaluate.lower(params, *batch, static=static)
+    evaluate.lower = lambda *batch: _evaluate.lower(_params(batch), *batch, static=static)
     return evaluate
 
 
