@@ -85,6 +85,33 @@ def test_every_table_split_equals_general_forward(budget, ends):
     assert_same(sweep_bayes_factorised(F, dx, dy, xt, th, grid), ref)
 
 
+@pytest.mark.parametrize("budget,ends", [(None, (2, 2)), (100, (1, 1)), (0, (0, 0))])
+def test_a_task_that_cannot_produce_a_demonstration(budget, ends):
+    """Task 0 never emits token 4, so every demonstration or x_test holding it has ℓ_0 = 0 (log −inf)
+    and zero-mass table rows: the factorised numbers still equal the general forward's, with no NaN."""
+    hmm = random_block_hmm(5, (2, 2, 1))
+    B = np.asarray(hmm.B, float).copy()
+    zero = np.asarray(hmm.task_of_state) == 0
+    B[zero, 4] = 0.0
+    B[zero] /= B[zero].sum(1, keepdims=True)
+    hmm = make_hmm(hmm.T, B, hmm.R, hmm.p0, hmm.task_start, hmm.task_of_state, 0, None)
+    dx, dy, xt, th = random_prompts(5, hmm, 6, 5, 5)
+    dx[:3, 1, 2] = 4  # demonstration 1 of prompts 0-2: impossible under task 0 (a middle/junction token)
+    dx[3:, 2, 0] = 4  # demonstration 2 of prompts 3-5: the same in its first token (a zero left-table row)
+    dx[:, 3, 4] = 4   # demonstration 3 of every prompt: in its last token (a zero right-table row)
+    xt[3, 0] = 4
+    F = factorised_arrays(hmm, LABELS, 5, jnp.float64, **({} if budget is None else dict(budget=budget)))
+    assert F.ends == ends
+    ll = np.asarray(demo_log_likelihoods(F, dx, dy))
+    for p, i in [(0, 1), (1, 1), (2, 1), (3, 2), (4, 2), (5, 2)] + [(p, 3) for p in range(6)]:
+        assert np.isneginf(ll[p, i, 0]) and np.all(np.isfinite(ll[p, i, 1:])), (p, i)
+    grid = (0, 1, 2, 3, 4, 5)
+    ref = general(hmm_arrays(hmm, jnp.float64), dx, dy, xt, th, jnp.asarray(LABELS), grid=grid)
+    got = sweep_bayes_factorised(F, dx, dy, xt, th, grid)
+    assert np.all(np.isfinite(np.asarray(got.bayes)))
+    assert_same(got, ref)
+
+
 @pytest.mark.parametrize("n,length,mixture", [(1, 1, True), (1, 2, False), (2, 1, False)])
 def test_factorised_equals_path_enumeration(n, length, mixture):
     hmm = random_block_hmm(11 + n + length, (2, 1), num_tokens=4, emitted_delim=not mixture, p0_mixture=mixture)
