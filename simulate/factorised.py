@@ -253,11 +253,17 @@ def _rows(table, index):
     return table.at[index].get(mode="promise_in_bounds")
 
 
-def _ends_log_likelihood(F: FactorisedArrays, x, y, first):
+def _junction_table(F: FactorisedArrays):
+    """The emission columns ``[m, b + 1, K]`` with a zero in the log-mass row (see :func:`_ends_log_likelihood`)."""
+    return jnp.concatenate([F.Bt, jnp.zeros_like(F.Bt[:, :1])], axis=1)
+
+
+def _ends_log_likelihood(F: FactorisedArrays, x, y, first, junction):
     """log ℓ ``[..., K]`` for inputs ``x [..., l]`` and label tokens ``y [...]`` (NaN where invalid).
 
     ``first [...]`` is 1 for a prompt's first demonstration (scored from p0|θ), else 0. A token
     outside 0..m−1 (e.g. padding) or a label not in ``F.labels`` gives NaN for that demonstration.
+    ``junction``: :func:`_junction_table` (built once per call, outside the scan over chunks).
     """
     a, c = F.ends
     l = x.shape[-1]
@@ -274,9 +280,9 @@ def _ends_log_likelihood(F: FactorisedArrays, x, y, first):
     for t in range(l - c, l):
         ri = ri * m + x[..., t]
     R = _rows(F.right.reshape(-1, b + 1, K), ri * F.labels.shape[0] + jnp.argmax(eq, axis=-1).astype(li.dtype))
-    # The junction's emission column with a zero in the log-mass row: the product runs over whole
-    # gathered rows (XLA:CPU fuses that with the gathers; slicing the rows first costs ~3.5x).
-    junction = jnp.concatenate([F.Bt, jnp.zeros_like(F.Bt[:, :1])], axis=1)  # [m, b + 1, K]
+    # The junction's emission column has a zero in the log-mass row (``junction``, from
+    # :func:`_junction_table`): the product runs over whole gathered rows (XLA:CPU fuses that with
+    # the gathers; slicing the rows first costs ~3.5x).
     if l - c - 1 > a:  # middle tokens, one step each
         row, lz = _block_filter(F, L[..., :b, :], L[..., b, :], x[..., a:l - c - 1])
         # a block that cannot produce the tokens has a zero row and lz = −inf: store 0 (ℓ is 0 anyway)
@@ -309,12 +315,13 @@ def demo_log_likelihoods(F: FactorisedArrays, demos_x, demos_y, chunk: int | Non
     if S * C > N:  # pad with copies of demonstration 0; their values are cut off below
         x = jnp.concatenate([x, jnp.broadcast_to(x[:, :1], (P, S * C - N, l))], axis=1)
         y = jnp.concatenate([y, jnp.broadcast_to(y[:, :1], (P, S * C - N))], axis=1)
+    junction = _junction_table(F)
     if S == 1:
-        return _ends_log_likelihood(F, x, y, (jnp.arange(N) == 0).astype(x.dtype))
+        return _ends_log_likelihood(F, x, y, (jnp.arange(N) == 0).astype(x.dtype), junction)
 
     def body(_, inp):
         xc, yc, s = inp
-        return None, _ends_log_likelihood(F, xc, yc, (jnp.arange(C) + s * C == 0).astype(xc.dtype))
+        return None, _ends_log_likelihood(F, xc, yc, (jnp.arange(C) + s * C == 0).astype(xc.dtype), junction)
 
     _, out = jax.lax.scan(body, None, (jnp.moveaxis(x.reshape(P, S, C, l), 1, 0),
                                        jnp.moveaxis(y.reshape(P, S, C), 1, 0), jnp.arange(S)))

@@ -48,9 +48,10 @@ def loglog_slope(ns, per_prompt, num: int = 1000, level: float = 0.95, seed: int
     fin = np.isfinite(Y)
     with np.errstate(invalid="ignore", divide="ignore"):
         s = float(_ols_slopes(X, (np.where(fin, Y, 0).sum(1) / fin.sum(1))[None])[0])
-        P = Y.shape[1]
-        boot_means = (resample_matmul(P, np.where(fin, Y, 0.0).T, num, seed)
-                      / resample_matmul(P, fin.T.astype(float), num, seed))  # [num, G]
+        G, P = Y.shape
+        # sums and counts of the same resamples in one product (the draws are made once)
+        both = resample_matmul(P, np.concatenate([np.where(fin, Y, 0.0), fin]).T, num, seed)  # [num, 2G]
+        boot_means = both[:, :G] / both[:, G:]
     boots = _ols_slopes(X, boot_means)
     boots = boots[np.isfinite(boots)]
     a = (1 - level) / 2
