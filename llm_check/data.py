@@ -137,6 +137,24 @@ def _sst2(data_dir):
             ("negative", "positive"), "GLUE train as pool, GLUE validation (872) as evaluation", "train", "validation")
 
 
+def _load_stsa(path: str) -> list[Example]:
+    """Kim (2014) ``stsa.binary.*``: one ``<label><SPACE><sentence>`` per line, label 0 or 1."""
+    out = []
+    for i, s in enumerate(_read_lines(path), start=1):
+        lab, sep, text = s.partition(" ")
+        if not sep or lab not in ("0", "1"):
+            raise DataError(f"{path}:{i}: expected '<0|1> <sentence>', got {s[:40]!r}")
+        out.append(Example(text.strip(), int(lab), f"{path}:{i}"))
+    return out
+
+
+def _sst2_kim(data_dir):
+    d = _check_dir(data_dir, "sst2")
+    return (_load_stsa(os.path.join(d, "stsa.binary.train")), _load_stsa(os.path.join(d, "stsa.binary.test")),
+            ("negative", "positive"), "Kim (2014) SST-2: stsa train (6920) as pool, the labelled test set (1821) "
+            "as evaluation; lower-cased, PTB-tokenised", "stsa.binary.train", "stsa.binary.test")
+
+
 def _one_per_line(path: str, label: int, encoding: str) -> list[Example]:
     return [Example(s.strip(), label, f"{path}:{i}") for i, s in enumerate(_read_lines(path, encoding), start=1)]
 
@@ -266,6 +284,7 @@ class _Builtin:
 # the template's space for the model used; ``prompts.label_token_ids`` checks that and says which.
 BUILTIN_TASKS: dict[str, _Builtin] = {
     "sst2": _Builtin(_sst2, ("Negative", "Positive")),
+    "sst2_kim": _Builtin(_sst2_kim, ("Negative", "Positive")),
     "rotten_tomatoes": _Builtin(_rotten_tomatoes, ("Negative", "Positive")),
     "tweet_eval_hate": _Builtin(_tweet_eval("hate"), ("Neutral", "Hate")),
     "tweet_eval_irony": _Builtin(_tweet_eval("irony"), ("No", "Yes")),
@@ -280,7 +299,7 @@ BUILTIN_TASKS: dict[str, _Builtin] = {
     "ag_news": _Builtin(_ag_news, ("World", "Sports", "Business", "Technology")),
 }
 
-TASK_ALIASES = {"sst-2": "sst2", "rt": "rotten_tomatoes", "rotten-tomatoes": "rotten_tomatoes",
+TASK_ALIASES = {"sst-2": "sst2", "sst2-kim": "sst2_kim", "stsa": "sst2_kim", "rt": "rotten_tomatoes", "rotten-tomatoes": "rotten_tomatoes",
                 "hate": "tweet_eval_hate", "irony": "tweet_eval_irony", "offensive": "tweet_eval_offensive",
                 "emotion": "tweet_eval_emotion", "mnli_matched": "mnli"}
 

@@ -29,6 +29,25 @@ def test_sst2_counts_match_readme():
 
 
 @needs_data
+def test_sst2_kim_counts_match_readme():
+    t = data.load_task("sst2-kim", str(DATA))
+    # README: stsa.binary.test 1,821 rows (0->912, 1->909); stsa.binary.train 6,920 (1->3,610, 0->3,310).
+    assert t.name == "sst2_kim"
+    assert len(t.evaluation) == 1821 and _count(t.evaluation) == {0: 912, 1: 909}
+    assert len(t.pool) == 6920 and _count(t.pool) == {1: 3610, 0: 3310}
+    assert t.evaluation[0].text == "no movement , no yuks , not much of anything ."
+
+
+def test_malformed_stsa_names_file_and_line(tmp_path):
+    d = tmp_path / "sst2"
+    d.mkdir()
+    (d / "stsa.binary.train").write_text("1 a fine film\n2 not a label\n")
+    (d / "stsa.binary.test").write_text("0 dull\n")
+    with pytest.raises(DataError, match=r"stsa\.binary\.train:2: expected '<0\|1> <sentence>'"):
+        data.load_task("sst2_kim", str(tmp_path))
+
+
+@needs_data
 def test_rotten_tomatoes_hf_split_and_latin1():
     t = data.load_task("rotten_tomatoes", str(DATA))
     assert len(t.pool) == 8530 and len(t.evaluation) == 1066
