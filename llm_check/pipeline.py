@@ -111,10 +111,13 @@ def _run_passes(cfg: LLMCheckConfig, prep: Prepared, rf: RunFolder, quiet: bool,
     recs = [icl.prompt_record(i, p, g, s, None if prep.demo_similarity is None else prep.demo_similarity[i])
             for i, (p, g, s) in enumerate(zip(prompts, prep.gold, prep.sources))]
     rf.write_text("prompts.jsonl", "".join(report.json_line(r) for r in recs))
+    # Timings of earlier invocations of this run (a resumed run keeps them: the CPU time of a run
+    # is the sum over every invocation that computed part of it).
+    history = list(rf.read_json("run_info.json").get("timing_history", [])) if rf.is_done("run_info.json") else []
     info = {"task": task.name, "label_words": list(task.label_words), "label_names": list(task.label_names),
             "label_ids": prep.label_ids, "label_warnings": prep.label_warnings, "split_note": task.split_note,
             "probe_offsets": list(icl.PROBE_OFFSETS), "max_tokens": prep.max_tokens,
-            "mean_prompt_tokens": float(np.mean([len(p.ids) for p in prompts]))}
+            "mean_prompt_tokens": float(np.mean([len(p.ids) for p in prompts])), "timing_history": history}
     rf.write_json("run_info.json", info)
 
     sel, held = A.selection_split(len(prompts), cfg.n_select, cfg.n_heldout)
@@ -139,6 +142,11 @@ def _run_passes(cfg: LLMCheckConfig, prep: Prepared, rf: RunFolder, quiet: bool,
                        "points_run_now": ran, "forward_s": sum(t for _, t in timings),
                        "points_per_s": (ran / t_icl) if ran else None, "singles_s": t_single,
                        "total_s": time.perf_counter() - t0}
+    info["timing_history"] = history + [info["timings"]]
+    info["timings_all_invocations"] = {
+        k: sum(h.get(k, 0.0) for h in info["timing_history"])
+        for k in ("forward_s", "icl_pass_s", "singles_s", "total_s", "points_run_now")}
+    info["timings_all_invocations"]["invocations"] = len(info["timing_history"])
     rf.write_json("run_info.json", info)
 
 

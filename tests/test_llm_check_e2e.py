@@ -74,6 +74,24 @@ def test_run_folder_recomputes(tiny_run):
 @needs_data
 @needs_smol
 @pytest.mark.smollm2
+def test_resume_keeps_the_timings_of_earlier_invocations(tiny_run):
+    run, argv = tiny_run
+    first = json.loads((run / "run_info.json").read_text())
+    assert len(first["timing_history"]) >= 1 and first["timings"]["points_run_now"] > 0
+    assert main(argv) == 0  # every chunk intact: nothing recomputed
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["timing_history"][:-1] == first["timing_history"]
+    assert info["timings"]["points_run_now"] == 0
+    tot = info["timings_all_invocations"]
+    assert tot["invocations"] == len(first["timing_history"]) + 1
+    assert tot["forward_s"] == pytest.approx(sum(h["forward_s"] for h in first["timing_history"]))
+    assert tot["points_run_now"] == 10
+
+
+@pytest.mark.slow
+@needs_data
+@needs_smol
+@pytest.mark.smollm2
 def test_other_options_refuse_reuse(tiny_run, capsys):
     run, argv = tiny_run
     assert main(argv[:-1] + ["--seed", "5", "--quiet"]) == 2
