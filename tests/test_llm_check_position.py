@@ -87,3 +87,28 @@ def test_bootstrap_mean_is_the_shared_one():
     x = np.r_[np.ones(70), np.zeros(30)]
     m, lo, hi, k = bootstrap_mean(x)
     assert (m, k) == (0.7, 100) and A.bootstrap_ci(x) == (lo, hi)
+
+
+def test_kernel_like_verdicts_need_every_baseline_and_holm():
+    from llm_check.report import BASELINE_KEYS, kernel_like_verdicts
+    from theory.stats import holm
+
+    def run(agree, p, **base):
+        r = {"reconstruction_agreement_heldout": agree, "head_vs_position": {"mcnemar_p": p}}
+        r.update({k: 0.5 for k in BASELINE_KEYS})
+        r.update(base)
+        return r
+
+    res = [run(0.8, 0.001),                                   # beats all, survives Holm
+           run(0.8, 0.04),                                    # p < 0.05 alone, not after Holm
+           run(0.8, 0.045),                                   # idem
+           run(0.8, 1e-6, constant_agreement_heldout=0.9),   # loses to the constant prediction
+           {"reconstruction_agreement_heldout": 0.9}]         # an old run without position numbers
+    out = kernel_like_verdicts(res)
+    adj = holm([0.001, 0.04, 0.045, 1e-6])
+    assert [a for a, _ in out[:4]] == pytest.approx(adj.tolist())
+    assert adj[1] > 0.05 and adj[2] > 0.05
+    assert [b for _, b in out] == [True, False, False, False, None]
+    assert out[4] == (None, None)
+    # a tie with a baseline is not a win
+    assert kernel_like_verdicts([run(0.5, 1e-9)])[0][1] is False

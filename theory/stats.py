@@ -103,3 +103,20 @@ def mcnemar_exact(a_correct, b_correct) -> tuple[int, int, float]:
     k = min(b, c)
     tail = sum(math.comb(m, i) for i in range(k + 1)) / 2.0 ** m
     return b, c, float(min(1.0, 2.0 * tail))
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values for ``p_values[m]`` (family-wise error over m tests).
+
+    With p_(1) <= ... <= p_(m): adj_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)), returned in the
+    input order. Rejecting every test with adj <= alpha is Holm's procedure at level alpha.
+    """
+    p = np.asarray(p_values, float)
+    if p.ndim != 1 or np.any(~np.isfinite(p)) or np.any((p < 0) | (p > 1)):
+        raise ValueError(f"p-values must be a 1-D array in [0, 1]; got {p_values!r}")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adj_sorted = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adj_sorted
+    return out

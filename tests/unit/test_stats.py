@@ -52,3 +52,33 @@ def test_dense_path_unchanged_and_slope_blocked_equals_dense(monkeypatch):
     monkeypatch.setattr(stats, "DENSE_RESAMPLE_LIMIT", 1000)
     monkeypatch.setattr(stats, "RESAMPLE_BLOCK", 700)
     np.testing.assert_allclose(loglog_slope(ns, Y, num=60), dense, rtol=1e-12)
+
+
+def _holm_stepdown_rejections(p, alpha):
+    """Holm's procedure as its definition states it: walk the sorted p-values, reject while
+    p_(k) <= alpha / (m - k + 1), stop at the first that fails."""
+    m = len(p)
+    rejected = set()
+    for k, i in enumerate(sorted(range(m), key=lambda j: p[j])):
+        if p[i] <= alpha / (m - k):
+            rejected.add(i)
+        else:
+            break
+    return rejected
+
+
+def test_holm_adjusted_p_values_reproduce_the_step_down_procedure():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        m = int(rng.integers(1, 12))
+        p = rng.uniform(0, 1, m) ** rng.uniform(1, 6)  # many small p-values
+        if rng.random() < 0.3:
+            p[rng.integers(m)] = p[0]  # ties
+        adj = stats.holm(p)
+        assert np.all(adj >= p - 1e-15) and np.all(adj <= 1.0)
+        assert adj.min() == pytest.approx(min(1.0, m * p.min()))
+        for alpha in (0.001, 0.01, 0.05, 0.2, float(rng.uniform(0, 1))):
+            assert {i for i in range(m) if adj[i] <= alpha} == _holm_stepdown_rejections(p, alpha)
+    assert stats.holm([0.03]).tolist() == [0.03]
+    with pytest.raises(ValueError, match="p-values"):
+        stats.holm([0.5, 1.5])
