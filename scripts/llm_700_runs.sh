@@ -13,6 +13,6 @@ $K --task sst2 --n 8 --start 610 --limit 64 --no-singles --typos 0.3 --name sst2
 # fewer: irony 955, TREC 500). SST-2: GLUE's validation has 872 items (the sst2-n8 run, 610 / 262),
 # so the 700 / 300 run uses Kim's labelled SST-2 test set (sst2_kim, 1821 items) as its evaluation
 # split. Multi-token label words: first token.
-for task in trec tweet_eval_irony cr rotten_tomatoes subj tweet_eval_hate tweet_eval_offensive mnli ag_news sst2_kim; do
+for task in trec tweet_eval_irony cr rotten_tomatoes sst2_kim subj tweet_eval_hate tweet_eval_offensive mnli ag_news; do
   $K --task "$task" --n 8 --limit 1000 --n-select 700 --n-heldout 300 --name "$task-700"
 done
