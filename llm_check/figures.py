@@ -103,16 +103,24 @@ def fig5(path: str, probes: dict, offsets, title: str) -> None:
     plt.close(fig)
 
 
-def bars(path: str, labels, series: dict, title: str, ylabel: str) -> None:
-    """Grouped bars: ``series[name] = values`` aligned with ``labels``."""
+def bars(path: str, labels, series: dict, title: str, ylabel: str, intervals: dict | None = None) -> None:
+    """Grouped bars: ``series[name] = values`` aligned with ``labels``; ``intervals[name] = [(lo, hi)
+    or None per label]`` draws those as error bars on that series."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(7, 1.8 * len(labels)), 5.5))
     k = len(series)
     w = 0.8 / k
     for j, (name, vals) in enumerate(series.items()):
         x = np.arange(len(labels)) + (j - (k - 1) / 2) * w
-        vals = [np.nan if v is None else v for v in vals]
+        vals = np.array([np.nan if v is None else v for v in vals], float)
         ax.bar(x, vals, w, label=name)
+        ci = (intervals or {}).get(name)
+        if ci is not None:
+            lo = np.array([np.nan if c is None else c[0] for c in ci], float)
+            hi = np.array([np.nan if c is None else c[1] for c in ci], float)
+            ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(vals)
+            ax.errorbar(x[ok], vals[ok], yerr=[vals[ok] - lo[ok], hi[ok] - vals[ok]], fmt="none", ecolor="black",
+                        capsize=2, lw=0.8)
     ax.set_xticks(np.arange(len(labels)))
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylim(0, 1)

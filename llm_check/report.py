@@ -503,12 +503,17 @@ def summarize(run_dirs: list[str], out_dir: str, fixed_head: tuple[int, int] | N
               "agreement ỹ vs ŷ (ours)": [r["reconstruction_agreement_heldout"] for r in res],
               "position-only vote agreement (ours)": [r.get("position_vote_agreement_heldout") for r in res],
               "last-label agreement (ours)": [r.get("last_label_agreement_heldout") for r in res],
+              "strongest baseline (ours: last, position, majority, constant)": [
+                  max(r[k] for k in BASELINE_KEYS) if all(r.get(k) is not None for k in BASELINE_KEYS) else None
+                  for r in res],
               "ICL accuracy (paper GPT-J)": [PAPER_TABLE2.get(r["task"], (None,) * 4)[0] for r in res],
               "agreement (paper GPT-J)": [PAPER_TABLE2.get(r["task"], (None,) * 4)[1] for r in res]}
     if fixed_head is not None:
         series[f"agreement at L{fixed_head[0]} H{fixed_head[1]}, all items (ours)"] = [r["_fixed"]["agreement"] for r in res]
         series[f"position-only vote at L{fixed_head[0]} H{fixed_head[1]} (ours)"] = [
             r["_fixed"]["position_vote_agreement"] for r in res]
+    intervals = {"agreement ỹ vs ŷ (ours)": [r.get("reconstruction_agreement_heldout_ci") for r in res]}
     atomic_write_bytes(out / f"{prefix}-summary.png",
-                       _png_bytes(figures.bars, labels, series, title, "fraction of test points"))
+                       _png_bytes(figures.bars, labels, series, title + " (bars: 95% bootstrap CI)",
+                                  "fraction of test points", intervals))
     return md
