@@ -38,15 +38,6 @@ def test_sst2_kim_counts_match_readme():
     assert t.evaluation[0].text == "no movement , no yuks , not much of anything ."
 
 
-def test_malformed_stsa_names_file_and_line(tmp_path):
-    d = tmp_path / "sst2"
-    d.mkdir()
-    (d / "stsa.binary.train").write_text("1 a fine film\n2 not a label\n")
-    (d / "stsa.binary.test").write_text("0 dull\n")
-    with pytest.raises(DataError, match=r"stsa\.binary\.train:2: expected '<0\|1> <sentence>'"):
-        data.load_task("sst2_kim", str(tmp_path))
-
-
 @needs_data
 def test_rotten_tomatoes_hf_split_and_latin1():
     t = data.load_task("rotten_tomatoes", str(DATA))
@@ -95,13 +86,19 @@ def test_missing_data_folder(tmp_path):
         data.load_task("sst2", str(tmp_path))
 
 
-def test_malformed_tsv_names_file_and_line(tmp_path):
+@pytest.mark.parametrize("task,files,msg", [
+    ("sst2", {"train.tsv": "text\tlabel\ngood movie \t1\nbad one\t0\textra\n", "validation.tsv": "text\tlabel\nfine \t1\n"},
+     r"train\.tsv:3: expected 2 TAB-separated fields, got 3"),
+    ("sst2_kim", {"stsa.binary.train": "1 a fine film\n2 not a label\n", "stsa.binary.test": "0 dull\n"},
+     r"stsa\.binary\.train:2: expected '<0\|1> <sentence>'"),
+])
+def test_malformed_sst2_files_name_file_and_line(tmp_path, task, files, msg):
     d = tmp_path / "sst2"
     d.mkdir()
-    (d / "train.tsv").write_text("text\tlabel\ngood movie \t1\nbad one\t0\textra\n")
-    (d / "validation.tsv").write_text("text\tlabel\nfine \t1\n")
-    with pytest.raises(DataError, match=r"train\.tsv:3: expected 2 TAB-separated fields, got 3"):
-        data.load_task("sst2", str(tmp_path))
+    for name, text in files.items():
+        (d / name).write_text(text)
+    with pytest.raises(DataError, match=msg):
+        data.load_task(task, str(tmp_path))
 
 
 def test_empty_split(tmp_path):
