@@ -48,7 +48,10 @@ def json_line(obj) -> str:
 def read_records(rf: RunFolder) -> list[dict]:
     text = rf.read_bytes("prompts.jsonl").decode("utf-8", errors="replace")
     try:
-        return [json.loads(s) for s in text.splitlines() if s.strip()]
+        # JSON lines end at "\n" only: str.splitlines would also split inside a string at U+0085,
+        # U+2028, … which json.dumps(ensure_ascii=False) writes raw (Rotten Tomatoes' latin-1 text
+        # holds U+0085).
+        return [json.loads(s) for s in text.split("\n") if s.strip()]
     except ValueError as exc:
         raise RunFolderError(f"{rf.path / 'prompts.jsonl'} is not valid JSON lines ({exc}); "
                              "delete the run folder's prompts.jsonl and rerun the command") from None

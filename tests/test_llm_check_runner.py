@@ -125,3 +125,14 @@ def test_empty_texts_never_used():
         assert all(int(j) % 3 != 0 for j in p.demo_indices)
     with pytest.raises(P.PromptError, match="only 8 non-empty examples"):
         icl.build_all(task, tok, LLMCheckConfig(n=9), 10_000)
+
+
+def test_prompt_records_survive_unicode_line_separators(tmp_path):
+    """Rotten Tomatoes' latin-1 text holds U+0085 (NEL), which str.splitlines treats as a line break;
+    json.dumps(ensure_ascii=False) writes it raw, so the reader must split on "\\n" only."""
+    from icl_kernel.runfolder import RunFolder
+    from llm_check.report import json_line, read_records
+    recs = [{"index": 0, "text": "a\x85b"}, {"index": 1, "text": "c\u2028d\u2029e\x1cf\x0bg\x0ch\ri"}]
+    with RunFolder.create(tmp_path / "r", command="llm-check", config={"a": 1}) as rf:
+        rf.write_text("prompts.jsonl", "".join(json_line(r) for r in recs))
+        assert read_records(rf) == recs
