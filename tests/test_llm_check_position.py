@@ -112,3 +112,8 @@ def test_kernel_like_verdicts_need_every_baseline_and_holm():
     assert out[4] == (None, None)
     # a tie with a baseline is not a win
     assert kernel_like_verdicts([run(0.5, 1e-9)])[0][1] is False
+    # with the per-baseline tests, the weakest win decides
+    r = run(0.8, 1e-9)
+    r["head_vs_baselines"] = {k: {"mcnemar_p": p} for k, p in
+                              zip(("last_label", "position_vote", "majority_vote", "constant"), (0.2, 1e-9, 1e-9, 1e-9))}
+    assert kernel_like_verdicts([r]) == [(0.2, False)]

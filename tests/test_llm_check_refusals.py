@@ -149,5 +149,14 @@ def test_results_have_the_position_baselines(finished):
         assert 0.0 <= res[k] <= 1.0
     hv = res["head_vs_position"]
     assert 0.0 <= hv["mcnemar_p"] <= 1.0 and hv["head_agreement"] == res["reconstruction_agreement_heldout"]
+    vs = res["head_vs_baselines"]
+    assert vs["position_vote"]["mcnemar_p"] == hv["mcnemar_p"]
+    for name, key in (("last_label", "last_label_agreement_heldout"), ("position_vote", "position_vote_agreement_heldout"),
+                      ("majority_vote", "majority_vote_agreement_heldout"), ("constant", "constant_agreement_heldout")):
+        v = vs[name]
+        assert v["agreement"] == pytest.approx(res[key])
+        # the discordant counts are consistent with the two agreement rates
+        assert (v["only_head_agrees"] - v["only_baseline_agrees"]) == round(
+            (res["reconstruction_agreement_heldout"] - v["agreement"]) * res["n_heldout"])
     report = (finished / "r" / "report.md").read_text()
     assert "position-only vote" in report and "McNemar" in report
