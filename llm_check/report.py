@@ -338,6 +338,13 @@ def markdown(res: dict, cfg, info: dict) -> str:
               f"**{'yes' if hv['kernel_like'] else 'no'}**. Heads kernel-like by this test: "
               f"{res['kernel_like_heads']} of {res['heads']}. The chosen head's mean weight per position "
               f"(1 = first demonstration): " + ", ".join(f"{v:.3f}" for v in res["position_profile_chosen_head"]) + "."]
+    if res.get("head_vs_baselines"):
+        lines += ["", "The chosen head against each content-free baseline on the held-out items (exact McNemar):", "",
+                  "| baseline | its agreement with ŷ | only the head agrees | only the baseline agrees | p |",
+                  "|---|---|---|---|---|"]
+        for name, v in res["head_vs_baselines"].items():
+            lines.append(f"| {name.replace('_', ' ')} | {v['agreement']:.3f} | {v['only_head_agrees']} | "
+                         f"{v['only_baseline_agrees']} | {v['mcnemar_p']:.3g} |")
     if "nearest_label_agreement_all" in res:
         lines += ["", f"Retrieved demonstrations: ŷ equals the nearest demonstration's label on "
                   f"{res['nearest_label_agreement_all']:.3f} of all items and the last one's on "
