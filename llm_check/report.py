@@ -432,11 +432,9 @@ BASELINE_KEYS = ("last_label_agreement_heldout", "position_vote_agreement_heldou
 def worst_baseline_p(r: dict) -> float | None:
     """The largest of the chosen head's exact McNemar p-values against the last-label, position-only,
     majority and constant baselines (it beats all four only if it beats each: an intersection-union
-    test); the position-only p alone for a run analysed before the other tests existed."""
+    test); None for a run analysed before these tests existed (``llm-check --analyze-only`` adds them)."""
     vs = r.get("head_vs_baselines")
-    if vs:
-        return max(v["mcnemar_p"] for v in vs.values())
-    return r.get("head_vs_position", {}).get("mcnemar_p")
+    return max(v["mcnemar_p"] for v in vs.values()) if vs else None
 
 
 def kernel_like_verdicts(results: list[dict], alpha: float = 0.05) -> list[tuple[float | None, bool | None]]:

@@ -94,7 +94,9 @@ def test_kernel_like_verdicts_need_every_baseline_and_holm():
     from theory.stats import holm
 
     def run(agree, p, **base):
-        r = {"reconstruction_agreement_heldout": agree, "head_vs_position": {"mcnemar_p": p}}
+        r = {"reconstruction_agreement_heldout": agree, "head_vs_position": {"mcnemar_p": p},
+             "head_vs_baselines": {k: {"mcnemar_p": p} for k in ("last_label", "position_vote", "majority_vote",
+                                                                  "constant")}}
         r.update({k: 0.5 for k in BASELINE_KEYS})
         r.update(base)
         return r
@@ -103,7 +105,8 @@ def test_kernel_like_verdicts_need_every_baseline_and_holm():
            run(0.8, 0.04),                                    # p < 0.05 alone, not after Holm
            run(0.8, 0.045),                                   # idem
            run(0.8, 1e-6, constant_agreement_heldout=0.9),   # loses to the constant prediction
-           {"reconstruction_agreement_heldout": 0.9}]         # an old run without position numbers
+           {"reconstruction_agreement_heldout": 0.9, "head_vs_position": {"mcnemar_p": 1e-9},
+            **{k: 0.5 for k in BASELINE_KEYS}}]               # an old run without the per-baseline tests
     out = kernel_like_verdicts(res)
     adj = holm([0.001, 0.04, 0.045, 1e-6])
     assert [a for a, _ in out[:4]] == pytest.approx(adj.tolist())
