@@ -299,7 +299,8 @@ BUILTIN_TASKS: dict[str, _Builtin] = {
     "ag_news": _Builtin(_ag_news, ("World", "Sports", "Business", "Technology")),
 }
 
-TASK_ALIASES = {"sst-2": "sst2", "sst2-kim": "sst2_kim", "stsa": "sst2_kim", "rt": "rotten_tomatoes", "rotten-tomatoes": "rotten_tomatoes",
+TASK_ALIASES = {"sst-2": "sst2", "sst2-kim": "sst2_kim", "stsa": "sst2_kim",
+                "rt": "rotten_tomatoes", "rotten-tomatoes": "rotten_tomatoes",
                 "hate": "tweet_eval_hate", "irony": "tweet_eval_irony", "offensive": "tweet_eval_offensive",
                 "emotion": "tweet_eval_emotion", "mnli_matched": "mnli"}
 

@@ -143,10 +143,6 @@ def _run_passes(cfg: LLMCheckConfig, prep: Prepared, rf: RunFolder, quiet: bool,
                        "points_per_s": (ran / t_icl) if ran else None, "singles_s": t_single,
                        "total_s": time.perf_counter() - t0}
     info["timing_history"] = history + [info["timings"]]
-    info["timings_all_invocations"] = {
-        k: sum(h.get(k, 0.0) for h in info["timing_history"])
-        for k in ("forward_s", "icl_pass_s", "singles_s", "total_s", "points_run_now")}
-    info["timings_all_invocations"]["invocations"] = len(info["timing_history"])
     rf.write_json("run_info.json", info)
 
 

@@ -47,6 +47,16 @@ def json_line(obj) -> str:
     return json.dumps(obj, ensure_ascii=False) + "\n"
 
 
+def timing_totals(info: dict) -> dict:
+    """Seconds summed over every recorded invocation of a run (``run_info.json``'s
+    ``timing_history``; a run from before that record has only its last ``timings``)."""
+    hist = info.get("timing_history") or ([info["timings"]] if info.get("timings") else [])
+    out = {k: sum(h.get(k) or 0.0 for h in hist) for k in ("forward_s", "icl_pass_s", "singles_s", "total_s",
+                                                            "points_run_now")}
+    out["invocations"] = len(hist)
+    return out
+
+
 def read_records(rf: RunFolder) -> list[dict]:
     text = rf.read_bytes("prompts.jsonl").decode("utf-8", errors="replace")
     try:
@@ -122,18 +132,18 @@ def position_baselines(weights: np.ndarray, demo_labels: np.ndarray, yhat: np.nd
     vs = {}
     for name, pred in rivals.items():
         b, c, p = stats.mcnemar_exact(head_ok, pred == yhat[held])
-        vs[name] = {"agreement": float(np.mean(pred == yhat[held])), "only_head_agrees": b,
+        vs[name] = {"agreement": A.follow_rate(yhat[held], pred), "only_head_agrees": b,
                     "only_baseline_agrees": c, "mcnemar_p": p}
     return {
         "head_vs_baselines": vs,
-        "last_label_agreement_heldout": A.follow_rate(yhat[held], last[held]),
+        "last_label_agreement_heldout": vs["last_label"]["agreement"],
         "last_label_accuracy_heldout": A.follow_rate(gold[held], last[held]),
         "position_vote_agreement_heldout": hv.position_agreement,
         "position_vote_accuracy_heldout": A.follow_rate(gold[held], pv[held, l, h]),
         "position_profile_chosen_head": profile[l, h].tolist(),
-        "majority_vote_agreement_heldout": A.follow_rate(yhat[held], maj[held]),
+        "majority_vote_agreement_heldout": vs["majority_vote"]["agreement"],
         "majority_vote_accuracy_heldout": A.follow_rate(gold[held], maj[held]),
-        "constant_agreement_heldout": A.follow_rate(yhat[held], np.full(len(held), const)),
+        "constant_agreement_heldout": vs["constant"]["agreement"],
         "head_vs_position": {"head_agreement": hv.head_agreement, "position_agreement": hv.position_agreement,
                              "only_head_agrees": hv.only_head, "only_position_agrees": hv.only_position,
                              "mcnemar_p": hv.p_value, "kernel_like": hv.kernel_like},
@@ -218,7 +228,7 @@ def compute(rf: RunFolder) -> dict:
         "best_head_accuracy_all_at": [int(v) for v in np.unravel_index(np.argmax(acc_all), acc_all.shape)],
         "last_label_agreement_all": A.follow_rate(yhat, A.last_label(demo_labels)),
         "timings": info.get("timings", {}),
-        "timings_all_invocations": info.get("timings_all_invocations", {}),
+        "timings_all_invocations": timing_totals(info),
     }
     res.update(position_baselines(weights, demo_labels, yhat, gold, sel, held, choice, C))
     if all("demo_similarity" in r for r in recs):

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from llm_check.report import timing_totals  # noqa: E402
 
 DEFAULT = ["trec-700", "tweet_eval_irony-700", "cr-700", "rotten_tomatoes-700", "sst2_kim-700", "subj-700",
            "tweet_eval_hate-700", "tweet_eval_offensive-700", "mnli-700", "ag_news-700"]
@@ -32,12 +36,11 @@ def main() -> None:
             continue
         info = json.loads((d / "run_info.json").read_text())
         n = json.loads((d / "results.json").read_text())["n_items"]
-        hist = info.get("timing_history") or [info.get("timings", {})]
-        s = {k: sum(h.get(k, 0.0) or 0.0 for h in hist) for k in ("forward_s", "singles_s", "total_s", "points_run_now")}
+        s = timing_totals(info)
         complete = s["points_run_now"] >= n
         tot += s["total_s"] if complete else 0.0
         print(f"| {name} | {n} | {info['mean_prompt_tokens']:.0f} | {s['forward_s']:.0f} | {s['singles_s']:.0f} | "
-              f"{s['total_s']:.0f} | {len(hist)} | {'complete' if complete else 'partial: ' + str(int(s['points_run_now'])) + ' prompts recorded'} |")
+              f"{s['total_s']:.0f} | {s['invocations']} | {'complete' if complete else 'partial: ' + str(int(s['points_run_now'])) + ' prompts recorded'} |")
     print(f"\nsum of the complete records: {tot:.0f} s ({tot / 3600:.2f} h)")
 
 
