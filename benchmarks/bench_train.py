@@ -48,6 +48,11 @@ def matmul_rate(n: int = 1024, reps: int = 20, tries: int = 2) -> float:
     return best
 
 
+def model_flops_per_token(n_params: int, mcfg, context: int) -> int:
+    """Training FLOPs per token, forward + backward: 6 N + 6 L S D (see the module docstring)."""
+    return 6 * n_params + 6 * mcfg.n_layer * context * mcfg.n_embd
+
+
 class JaxStep:
     """`icl-kernel pretrain`'s compiled step on the documents of steps 0, 1, ..."""
 
@@ -167,7 +172,7 @@ def main() -> None:
                                context=args.context, steps=1000)
     peak = matmul_rate()
     js = JaxStep(cfg)
-    flops_tok = 6 * js.n_params + 6 * js.mcfg.n_layer * args.context * js.mcfg.n_embd
+    flops_tok = model_flops_per_token(js.n_params, js.mcfg, args.context)
     tokens = args.batch * args.context
     print(f"backend {jax.default_backend()}, {len(jax.local_devices())} devices ({js.ndev} used by the step), "
           f"{os.cpu_count()} cores; batch chunks of {js.micro} documents")

@@ -220,7 +220,7 @@ def attention(q, k, v, key_mask, capture_positions, scale: float, impl: str = "c
         out = jax.nn.dot_product_attention(q, k, v, mask=key_mask[:, None, None, :].astype(bool),
                                            scale=scale, is_causal=True, implementation="xla")
     elif impl == "cudnn":
-        lengths = jnp.sum(key_mask.astype(jnp.int32), axis=1)
+        lengths = jnp.sum(key_mask, axis=1, dtype=jnp.int32)  # int32 also with x64 enabled (cuDNN requires it)
         out = jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True, implementation="cudnn",
                                            query_seq_lengths=lengths, key_value_seq_lengths=lengths)
     else:
