@@ -8,6 +8,7 @@
 #   run(command="bash scripts/gpu_checks.sh", carry=[".whl"], timeout_s=570)
 # `.whl` holds flax / optax wheels at this project's pins (bash scripts/gpu_wheels.sh makes it); without
 # it the image's own flax and optax are used. Every log and JSON goes to $OUT (or runs/gpu).
+# Then, with the device time left: bash scripts/gpu_pretrain.sh (issue 11's targets with a GPU-sized run).
 set -uo pipefail
 SMOKE=""
 [[ "${1:-}" == "--smoke" ]] && SMOKE="--smoke"
