@@ -43,17 +43,7 @@ NOMINAL_BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362
 SIZES = ((8, 10), (16, 16), (32, 32))
 SMOKE_SIZES = ((2, 3), (4, 4))
 
-
-def best_of(f, repeats: int) -> float:
-    import jax
-
-    jax.block_until_ready(f())  # compile + warm-up
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(f())
-        ts.append(time.perf_counter() - t)
-    return min(ts)
+from bench_forward import best_of  # noqa: E402  (best of n timed calls after a warm-up)
 
 
 def matmul_rate(dtype_name: str, n: int, repeats: int = 10) -> float:
