@@ -16,7 +16,9 @@
    utilisation against (a) the bf16 matmul rate measured in this run and (b) the card's nominal dense
    bf16 peak where the card is known (target >= 40 % of peak).
 
-``--smoke`` runs both parts at tiny sizes (seconds, on CPU too; the test suite runs it) so the
+Part 1 enables float64 (its check) and part 2 runs as ``icl-kernel pretrain`` does (float64 off), so
+``--skip-bayes`` / ``--skip-train`` select the part of one invocation; ``scripts/gpu_checks.sh``
+runs the two. ``--smoke`` runs both parts at tiny sizes (seconds, on CPU too; the test suite runs it) so the
 script is known to work before device time is spent on it. ``--json PATH`` writes every
 measurement. The one command for the device machine is ``bash scripts/gpu_checks.sh``.
 
@@ -168,7 +170,9 @@ def main() -> None:
 
     from simulate.runtime import setup
 
-    setup(enable_x64=True)
+    # float64 only for part 1's exactness check; part 2 runs as `icl-kernel pretrain` does (x64 off,
+    # so integer indices are int32 as cuDNN attention needs): run the parts in two invocations.
+    setup(enable_x64=not a.skip_bayes)
     import jax
 
     dev = jax.devices()[0]

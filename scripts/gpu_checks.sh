@@ -27,7 +27,10 @@ $PY -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__ve
   2>&1 | tee "$DEST/versions.txt"
 status=0
 # 1 + 2: Bayes throughput (issue 10) and the base training step (issue 11)
-timeout 300 $PY benchmarks/bench_gpu.py $SMOKE --json "$DEST/bench_gpu.json" 2>&1 | tee "$DEST/bench_gpu.log" || status=1
+timeout 200 $PY benchmarks/bench_gpu.py $SMOKE --skip-train --json "$DEST/bench_gpu_bayes.json" 2>&1 \
+  | tee "$DEST/bench_gpu_bayes.log" || status=1
+timeout 200 $PY benchmarks/bench_gpu.py $SMOKE --skip-bayes --json "$DEST/bench_gpu_train.json" 2>&1 \
+  | tee "$DEST/bench_gpu_train.log" || status=1
 if [[ -z "$SMOKE" ]]; then
   # 3: the default `make demo` sweep on the accelerator, its stages, cold and warm (issue 10)
   timeout 150 $PY benchmarks/profile_sweep.py 2>&1 | tee "$DEST/profile_sweep.log" || status=1
