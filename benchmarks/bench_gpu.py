@@ -46,16 +46,7 @@ SIZES = ((8, 10), (16, 16), (32, 32))
 SMOKE_SIZES = ((2, 3), (4, 4))
 
 from bench_forward import best_of  # noqa: E402  (best of n timed calls after a warm-up)
-
-
-def matmul_rate(dtype_name: str, n: int, repeats: int = 10) -> float:
-    """FLOP/s of one n x n x n matmul in ``dtype_name`` on the default device (best of ``repeats``)."""
-    import jax
-    import jax.numpy as jnp
-
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32).astype(getattr(jnp, dtype_name))
-    f = jax.jit(lambda x, y: x @ y)
-    return 2 * n ** 3 / best_of(lambda: f(a, a), repeats)
+from bench_train import matmul_rate  # noqa: E402
 
 
 def nominal_peak(kind: str) -> float | None:
@@ -112,6 +103,7 @@ def training_throughput(size: str, batch: int, context: int, steps: int, impl: s
                         peak: float | None) -> dict:
     """Part 2 for one attention implementation: bench_train's JaxStep (pretrain's step) at ``size``."""
     import jax
+    import jax.numpy as jnp
 
     from bench_train import JaxStep, model_flops_per_token
     from llm_check import train
@@ -133,7 +125,7 @@ def training_throughput(size: str, batch: int, context: int, steps: int, impl: s
     tokens = batch * context
     fpt = model_flops_per_token(js.n_params, js.mcfg, context)
     out = dict(size=size, impl=impl, parameters=js.n_params, batch=batch, context=context,
-               compute_dtype=str(js.kw["dtype"].__name__ if hasattr(js.kw["dtype"], "__name__") else js.kw["dtype"]),
+               compute_dtype=jnp.dtype(js.kw["dtype"]).name,
                devices=js.ndev, compile_and_warmup_s=t_compile, flops_per_token=fpt,
                loop_tokens_per_s=tokens / float(np.median(loop)), step_tokens_per_s=tokens / t_step)
     out["mfu_vs_measured_bf16"] = out["step_tokens_per_s"] * fpt / bf16_rate
@@ -178,8 +170,8 @@ def main() -> None:
     dev = jax.devices()[0]
     kind = getattr(dev, "device_kind", dev.platform)
     peak = nominal_peak(kind) if dev.platform != "cpu" else None
-    f32 = matmul_rate("float32", a.matmul_n)
-    bf16 = matmul_rate("bfloat16", a.matmul_n)
+    f32 = matmul_rate(a.matmul_n, reps=5, dtype="float32")
+    bf16 = matmul_rate(a.matmul_n, reps=5, dtype="bfloat16")
     res = dict(backend=jax.default_backend(), device_kind=kind, local_devices=len(jax.local_devices()),
                jax=jax.__version__, matmul_n=a.matmul_n, f32_matmul_flops_per_s=f32,
                bf16_matmul_flops_per_s=bf16, nominal_bf16_peak=peak, smoke=a.smoke, bayes=[], train=[])

@@ -14,20 +14,16 @@ import argparse
 import os
 import time
 
+import sys
+from pathlib import Path
+
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_forward import best_of  # noqa: E402  (best of n timed calls after a warm-up)
 
 SHAPES = {"q/o proj": (576, 576), "k/v proj": (576, 192), "up/gate": (576, 1536), "down": (1536, 576)}
 PER_LAYER = {"q/o proj": 2, "k/v proj": 2, "up/gate": 2, "down": 1}  # matmuls per layer
-
-
-def best(fn, repeats: int) -> float:
-    fn()
-    out = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - t)
-    return out
 
 
 def main() -> None:
@@ -50,8 +46,8 @@ def main() -> None:
         w = rng.standard_normal((k, n), dtype=np.float32)
         jx, jw, px, pw = jnp.asarray(x), jnp.asarray(w), torch.from_numpy(x), torch.from_numpy(w)
         np.testing.assert_allclose(np.asarray(f(jx, jw)), (px @ pw).numpy(), rtol=1e-4, atol=1e-3)
-        t_j = best(lambda: f(jx, jw).block_until_ready(), a.repeats)
-        t_t = best(lambda: px @ pw, a.repeats)
+        t_j = best_of(lambda: f(jx, jw), a.repeats)
+        t_t = best_of(lambda: px @ pw, a.repeats)
         fl = 2 * a.rows * k * n
         print(f"  {name:9s} [{a.rows} x {k}] @ [{k} x {n}]: jnp {fl / t_j / 1e9:6.1f} GFLOP/s, "
               f"torch {fl / t_t / 1e9:6.1f} GFLOP/s")

@@ -14,13 +14,7 @@ SMOKE=""
 [[ "${1:-}" == "--smoke" ]] && SMOKE="--smoke"
 DEST=${OUT:-runs/gpu}
 mkdir -p "$DEST"
-PY=${PYTHON:-python3}
-[[ -x .venv/bin/python && -z "${PYTHON:-}" && -n "$SMOKE" ]] && PY=.venv/bin/python
-if compgen -G ".whl/*.whl" >/dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+source scripts/gpu_env.sh
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm \
   --format=csv | tee "$DEST/nvidia-smi.txt"
 $PY -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" \

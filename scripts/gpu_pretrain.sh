@@ -13,22 +13,17 @@ set -uo pipefail
 STEPS=${1:-4000}
 DEST=${OUT:-runs/gpu}
 RUNS=${RUNS_DIR:-/tmp/gpu-runs}
-PY=${PYTHON:-python3}
 H="-P num_tasks=4 -P num_states=8 -P num_tokens=10 -P emit_conc=1 -P delim_rate=0.2"
 SWEEP="--prompts 200 --seeds 0:5"
 MODEL="--size base --batch-size 256 --warmup 200 --lr 1e-3 --eval-every 500 --checkpoint-every 1000"
+SMOKE=""
 if [[ "$STEPS" == "--smoke" ]]; then
-  STEPS=3; SWEEP="--prompts 8 --seeds 0:1 --kernels predictive"
+  SMOKE=1; STEPS=3; SWEEP="--prompts 8 --seeds 0:1 --kernels predictive"
   MODEL="--size tiny --batch-size 4 --warmup 1 --eval-every 3 --eval-docs 8 --checkpoint-every 3"
-  [[ -x .venv/bin/python && -z "${PYTHON:-}" ]] && PY=.venv/bin/python
 fi
 mkdir -p "$DEST" "$RUNS"
 DEST=$(cd "$DEST" && pwd)
-if compgen -G ".whl/*.whl" >/dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+source scripts/gpu_env.sh
 K="$PY -m icl_kernel.cli"
 {
   time $K sweep $H --n 1,2,4,8,16 --length 3 --num-labels 2 $SWEEP --name sw-han4-l3 --runs-dir "$RUNS" --quiet &&

