@@ -106,7 +106,7 @@ def training_throughput(size: str, batch: int, context: int, steps: int, impl: s
     import jax.numpy as jnp
 
     from bench_train import JaxStep, model_flops_per_token
-    from llm_check import train
+    from llm_check.synthetic import train
 
     cfg = train.PretrainConfig(preset_params=dict(num_tasks=4, num_states=8, num_tokens=10, emit_conc=1.0,
                                                   delim_rate=0.2), size=size, batch_size=batch,

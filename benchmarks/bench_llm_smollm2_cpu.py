@@ -43,8 +43,10 @@ def main() -> int:
     import torch
     import transformers
 
-    from llm_check.models import forward, load_model
-    from llm_check.tokenizer import smollm2_gguf_path
+    from llm_check.models import forward
+
+    from llm_check.loading import load_model
+    from llm_check.loading.tokenizer import smollm2_gguf_path
 
     ours = load_model("smollm2", dtype="float32")
     ids = ours.tokenizer.encode(TEXT * (args.tokens // 60 + 2)).ids[: args.tokens]

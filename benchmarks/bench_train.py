@@ -10,7 +10,7 @@ D width: the attention score and value matmuls, causal half counted). MFU = achi
 divided by the measured rate of a 1024^3 float32 matmul (jnp.dot, all threads), the best rate seen
 in the run (measured at the start and in every round).
 
-The JAX step is `llm_check.train.train_step` exactly as `icl-kernel pretrain` runs it (same sharding,
+The JAX step is `llm_check.synthetic.train.train_step` exactly as `icl-kernel pretrain` runs it (same sharding,
 same chunking of the batch, documents drawn each step). transformers + torch runs the same GPT-J
 (transformers' GPTJForCausalLM, AdamW, clipping) in every configuration that could be its fastest:
 attention eager or sdpa, torch threads 1 or all cores (on a shared machine fewer threads can win),
@@ -62,7 +62,7 @@ class JaxStep:
         import jax.numpy as jnp
         from flax import nnx
 
-        from llm_check import train
+        from llm_check.synthetic import train
         from simulate import corpus
 
         self.jax, self.train = jax, train
@@ -165,7 +165,7 @@ def main() -> None:
     setup(args.devices, enable_x64=False)
     import jax
 
-    from llm_check import train
+    from llm_check.synthetic import train
 
     print(f"load average (1, 5, 15 min) at start: {load()}")
     cfg = train.PretrainConfig(preset_params=dict(num_tasks=4, num_states=8, num_tokens=10, emit_conc=1.0,

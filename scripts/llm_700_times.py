@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from llm_check.report import timing_totals  # noqa: E402
+from llm_check.realdata.report import timing_totals  # noqa: E402
 
 DEFAULT = ["trec-700", "tweet_eval_irony-700", "cr-700", "rotten_tomatoes-700", "sst2_kim-700", "subj-700",
            "tweet_eval_hate-700", "tweet_eval_offensive-700", "mnli-700", "ag_news-700"]

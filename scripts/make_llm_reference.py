@@ -76,7 +76,7 @@ def smollm2_reference(out: pathlib.Path) -> None:
     import torch
     import transformers
 
-    from llm_check.tokenizer import smollm2_gguf_path
+    from llm_check.loading.tokenizer import smollm2_gguf_path
 
     path = smollm2_gguf_path()
     model = transformers.AutoModelForCausalLM.from_pretrained(

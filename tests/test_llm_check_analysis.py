@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from llm_check import analysis as A
+from llm_check.realdata import analysis as A
 
 
 def _toy():

@@ -38,14 +38,15 @@ def test_run_folder_recomputes(tiny_run):
     recs = [json.loads(s) for s in (run / "prompts.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(recs) == 10 and all(len(r["x_spans"]) == 3 for r in recs)
     from icl_kernel.runfolder import open_existing
-    from llm_check.report import load_run
+    from llm_check.realdata.report import load_run
     cfg, info, prompts, recs, gold, rows, logits, top = load_run(open_existing(run, "llm-check"))
     # Each stored row is a softmax over the item's real tokens: sums to 1, length = prompt length.
     for p, r in zip(prompts, rows):
         assert r.shape == (30, 9, len(p.ids))
         assert np.allclose(r.sum(-1), 1.0, atol=1e-4)
     # The batched, padded pass equals an unbatched forward on one prompt.
-    from llm_check.models import forward, load_model
+    from llm_check.models import forward
+    from llm_check.loading import load_model
     lm = load_model("smollm2")
     p = prompts[3]
     out = forward(lm.model, p.ids[None], np.ones((1, len(p.ids)), bool), np.array([[p.query_pos]]))
@@ -53,7 +54,7 @@ def test_run_folder_recomputes(tiny_run):
     lab = np.asarray(out.logits[0, 0])[info["label_ids"]]
     assert np.allclose(lab, logits[3], atol=2e-3)
     # The prompt text re-tokenizes to the stored ids, and x_test's span decodes to the test sentence.
-    from llm_check.data import load_task
+    from llm_check.realdata.data import load_task
     task = load_task("sst2", str(DATA))
     assert lm.tokenizer.encode(p.text).ids == p.ids.tolist()
     by_source = {e.source: e for e in task.evaluation}
@@ -82,7 +83,7 @@ def test_resume_keeps_the_timings_of_earlier_invocations(tiny_run):
     info = json.loads((run / "run_info.json").read_text())
     assert info["timing_history"][:-1] == first["timing_history"]
     assert info["timings"]["points_run_now"] == 0
-    from llm_check.report import timing_totals
+    from llm_check.realdata.report import timing_totals
     tot = timing_totals(info)
     assert json.loads((run / "results.json").read_text())["timings_all_invocations"] == tot
     assert tot["invocations"] == len(first["timing_history"]) + 1
@@ -160,6 +161,6 @@ def test_summarize_and_fixed_head(tiny_run, tmp_path):
     assert (tmp_path / "x-summary.png").is_file()
     # The fixed-head score (one head, computed alone) equals that head's cell of the Fig. 3 map.
     from icl_kernel.runfolder import open_existing
-    from llm_check.report import fixed_head_scores
+    from llm_check.realdata.report import fixed_head_scores
     agree = np.loadtxt(run / "fig3_agreement.csv", delimiter=",")
     assert fixed_head_scores(open_existing(run, "llm-check"), 2, 3)["agreement"] == pytest.approx(agree[2, 3])

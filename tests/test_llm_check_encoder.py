@@ -15,12 +15,12 @@ TEXTS = ["a charming and often affecting journey .", "unflinchingly bleak and de
 
 @pytest.fixture(scope="module")
 def enc():
-    from llm_check.sentence_encoder import load_minilm
+    from llm_check.realdata.sentence_encoder import load_minilm
     return load_minilm()
 
 
 def test_unit_norm_and_paraphrase_closer(enc):
-    from llm_check.sentence_encoder import encode
+    from llm_check.realdata.sentence_encoder import encode
     e = encode(enc, TEXTS, batch_size=4)
     assert e.shape == (5, 384)
     assert np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
@@ -35,7 +35,7 @@ def test_matches_transformers_bert(enc):
     torch = pytest.importorskip("torch")
     from transformers import BertModel
 
-    from llm_check.sentence_encoder import encode, minilm_folder
+    from llm_check.realdata.sentence_encoder import encode, minilm_folder
     model = BertModel.from_pretrained(str(minilm_folder()), attn_implementation="eager").eval()
     ours = encode(enc, TEXTS, batch_size=8)
     for i, t in enumerate(TEXTS):

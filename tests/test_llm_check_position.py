@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llm_check import analysis as A
+from llm_check.realdata import analysis as A
 from theory.stats import bootstrap_mean, mcnemar_exact
 
 N, L, H, n, C = 400, 2, 3, 8, 2
@@ -90,7 +90,7 @@ def test_bootstrap_mean_is_the_shared_one():
 
 
 def test_kernel_like_verdicts_need_every_baseline_and_holm():
-    from llm_check.report import BASELINE_KEYS, kernel_like_verdicts
+    from llm_check.realdata.report import BASELINE_KEYS, kernel_like_verdicts
     from theory.stats import holm
 
     def run(agree, p, **base):

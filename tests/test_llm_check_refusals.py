@@ -22,7 +22,7 @@ def tiny(tmp_path_factory):
 
     from llm_check.loading.export import save_hf_folder
     from llm_check.models.llama import LlamaConfig, LlamaModel
-    from llm_check.tokenizer import smollm2_gguf_path, tokenizer_from_gguf
+    from llm_check.loading.tokenizer import smollm2_gguf_path, tokenizer_from_gguf
 
     root = tmp_path_factory.mktemp("tiny")
     tok = tokenizer_from_gguf(smollm2_gguf_path())

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llm_check import icl
-from llm_check import prompts as P
-from llm_check.config import LLMCheckConfig
+from llm_check.realdata import icl
+from llm_check.realdata import prompts as P
+from llm_check.realdata.config import LLMCheckConfig
 
 
 def test_make_batches_cover_once_probe_first():
@@ -90,7 +90,7 @@ def test_prompt_record_roundtrip():
 
 
 def test_eval_order_and_limit():
-    from llm_check.data import Example, TaskData
+    from llm_check.realdata.data import Example, TaskData
     ev = [Example(f"text {i}", int(i >= 10), f"f:{i + 1}") for i in range(20)]  # class-sorted, like RT
     task = TaskData("t", ("a", "b"), ("A", "B"), ev[:2], ev)
     t_file, g_file, _ = icl.test_texts(task, LLMCheckConfig(eval_order="file", limit=5))
@@ -106,8 +106,8 @@ def test_eval_order_and_limit():
 def test_empty_texts_never_used():
     from tokenizers import Tokenizer
 
-    from llm_check.data import Example, TaskData
-    from llm_check.sentence_encoder import EncoderError, minilm_folder
+    from llm_check.realdata.data import Example, TaskData
+    from llm_check.realdata.sentence_encoder import EncoderError, minilm_folder
     try:
         folder = minilm_folder()
     except EncoderError:
@@ -131,7 +131,7 @@ def test_prompt_records_survive_unicode_line_separators(tmp_path):
     """Rotten Tomatoes' latin-1 text holds U+0085 (NEL), which str.splitlines treats as a line break;
     json.dumps(ensure_ascii=False) writes it raw, so the reader must split on "\\n" only."""
     from icl_kernel.runfolder import RunFolder
-    from llm_check.report import json_line, read_records
+    from llm_check.realdata.report import json_line, read_records
     recs = [{"index": 0, "text": "a\x85b"}, {"index": 1, "text": "c\u2028d\u2029e\x1cf\x0bg\x0ch\ri"}]
     with RunFolder.create(tmp_path / "r", command="llm-check", config={"a": 1}) as rf:
         rf.write_text("prompts.jsonl", "".join(json_line(r) for r in recs))

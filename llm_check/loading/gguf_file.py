@@ -92,7 +92,7 @@ def gguf_tokenizer(reader, path: pathlib.Path):
     """Byte-level BPE from the metadata; otherwise a tokenizer.json beside the file; None if the
     file has no tokenizer metadata at all."""
     from llm_check.errors import TokenizerError
-    from llm_check.tokenizer import tokenizer_from_reader, tokenizer_from_file
+    from llm_check.loading.tokenizer import tokenizer_from_reader, tokenizer_from_file
 
     kind = _field(reader, "tokenizer.ggml.model")
     if kind == "gpt2":

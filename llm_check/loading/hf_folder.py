@@ -234,7 +234,7 @@ def load_hf_folder(folder, dtype):
 
 def folder_tokenizer(folder: pathlib.Path):
     """tokenizer.json if present; else GPT-2-style vocab.json + merges.txt (GPT-J); else None."""
-    from llm_check.tokenizer import tokenizer_from_file, tokenizer_from_vocab_merges
+    from llm_check.loading.tokenizer import tokenizer_from_file, tokenizer_from_vocab_merges
 
     if (folder / "tokenizer.json").is_file():
         return tokenizer_from_file(folder / "tokenizer.json")

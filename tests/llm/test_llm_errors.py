@@ -9,7 +9,8 @@ from flax import nnx
 
 from llm_check import errors
 from llm_check.loading.export import save_gguf, save_hf_folder
-from llm_check.models import forward, load_model
+from llm_check.models import forward
+from llm_check.loading import load_model
 from llm_check.models.gptj import GPTJConfig, GPTJModel
 from llm_check.models.llama import LlamaConfig, LlamaModel
 

@@ -8,7 +8,8 @@ from flax import nnx
 
 from llm_check.loading.export import llama_cpp_permute, save_gguf, save_hf_folder
 from llm_check.loading.tables import gguf_unpermute
-from llm_check.models import CaptureConfig, as_transformerlens_cache, forward, load_model, pad_batch
+from llm_check.models import CaptureConfig, as_transformerlens_cache, forward, pad_batch
+from llm_check.loading import load_model
 from llm_check.models import attention as att
 from llm_check.models.gptj import GPTJConfig, GPTJModel
 from llm_check.models.llama import LlamaConfig, LlamaModel

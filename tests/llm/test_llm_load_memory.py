@@ -12,7 +12,7 @@ import pytest
 CHILD = textwrap.dedent("""
     import json, sys, threading, time
     import jax.numpy as jnp
-    from llm_check.models import load_model, parameter_count
+    from llm_check.loading import load_model, parameter_count
     jnp.ones(3).block_until_ready()
 
     def rss_anon():

@@ -16,7 +16,7 @@ TOL = 1e-4
 
 
 def _load_ours(model, tmp_path, **save_kw):
-    from llm_check.models import load_model
+    from llm_check.loading import load_model
 
     model.save_pretrained(tmp_path, **save_kw)
     return load_model(str(tmp_path))
@@ -85,7 +85,8 @@ def _save_sharded_bin(model, folder, n_shards: int = 3):
 @pytest.mark.parametrize("fmt", ["safetensors", "bin"])
 def test_sharded_folders_load_identically(fmt, tmp_path):
     """Sharded safetensors (save_pretrained) and sharded .bin give transformers' logits."""
-    from llm_check.models import forward, load_model
+    from llm_check.models import forward
+    from llm_check.loading import load_model
 
     hf = tiny_hf_model("llama", seed=3, tie_word_embeddings=True)
     if fmt == "safetensors":
@@ -105,7 +106,8 @@ def test_sharded_folders_load_identically(fmt, tmp_path):
 
 def test_bfloat16_close_to_float32(tmp_path):
     """bf16 weights/activations stay near the float32 reference (loose, bf16 has 8 mantissa bits)."""
-    from llm_check.models import forward, load_model
+    from llm_check.models import forward
+    from llm_check.loading import load_model
 
     hf = tiny_hf_model("gptj", seed=5)
     hf.save_pretrained(tmp_path)
@@ -139,7 +141,9 @@ def test_bfloat16_checkpoints_read_exactly(fmt, tmp_path):
     float32 they reproduce transformers run on the same bf16-rounded weights in float32."""
     import torch
 
-    from llm_check.models import forward, load_model
+    from llm_check.models import forward
+
+    from llm_check.loading import load_model
 
     ref = tiny_hf_model("gptj", seed=7)
     hf = tiny_hf_model("gptj", seed=7).to(torch.bfloat16)

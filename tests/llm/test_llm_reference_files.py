@@ -17,7 +17,8 @@ TOL = 1e-4
 
 @pytest.mark.parametrize("kind", ["llama", "gptj"])
 def test_tiny_model_matches_reference_file(kind):
-    from llm_check.models import CaptureConfig, forward, load_model
+    from llm_check.models import CaptureConfig, forward
+    from llm_check.loading import load_model
 
     folder = REF / f"tiny_{kind}"
     ref = np.load(folder / "reference.npz")

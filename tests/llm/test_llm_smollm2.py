@@ -31,7 +31,7 @@ def reference():
     torch = pytest.importorskip("torch")
     import transformers
 
-    from llm_check.tokenizer import smollm2_gguf_path
+    from llm_check.loading.tokenizer import smollm2_gguf_path
 
     path = smollm2_gguf_path()
     model = transformers.AutoModelForCausalLM.from_pretrained(

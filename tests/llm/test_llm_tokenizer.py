@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from llm_check import errors, tokenizer as T
+from llm_check import errors
+from llm_check.loading import tokenizer as T
 from llm_helpers import have_smollm2
 
 TEXTS = ["Hello world, it's 2024! naïve  café\n\ttabs", "Input: moving and important. Output: Positive.\n",

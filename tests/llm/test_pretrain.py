@@ -1,4 +1,4 @@
-"""icl-kernel pretrain (llm_check.train): training lowers the loss, is deterministic, resumes to the
+"""icl-kernel pretrain (llm_check.synthetic.train): training lowers the loss, is deterministic, resumes to the
 same result, exports a transformers GPT-J, and refuses bad input with nothing written."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from icl_kernel.cli import main
-from llm_check import train
+from llm_check.synthetic import train
 
 TINY_HAN = dict(num_tasks=2, num_states=4, num_tokens=6, emit_conc=1.0, delim_rate=0.2)
 

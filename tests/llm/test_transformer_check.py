@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from icl_kernel.cli import main
-from llm_check import train
-from llm_check import transformer_check as tc
+from llm_check.synthetic import train
+from llm_check.synthetic import transformer_check as tc
 from simulate.presets import build_preset
 from simulate.sampling import sample_prompts
 from simulate.sweep import SweepConfig, run_sweep
@@ -131,7 +131,7 @@ def test_position_only_attention_has_no_within_position_correlation_and_ties_its
     summary = dict(config=dict(grid=[8]), num_prompts=800, curves={}, heads=h)
     text = tc.format_table(summary)
     assert "position vote" in text and "NOT kernel-like" in text
-    plots = pytest.importorskip("llm_check.transformer_check_plots")
+    plots = pytest.importorskip("llm_check.synthetic.plots")
     plots.position_map(summary, tmp_path / "pm.png")
     assert (tmp_path / "pm.png").stat().st_size > 10_000
 

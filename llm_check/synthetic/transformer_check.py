@@ -17,7 +17,7 @@ x_test`` (a prefix of a p_pre document, as in training) and
   prompts (even positions) and reported on the other half (odd positions), as in the paper's §5.5;
 * baselines beside every number: uniform weights (the label-frequency estimator), the kernel's
   weights shuffled within each prompt, and a head drawn at random;
-* position controls (issue 12, the same functions as on SmolLM2, :mod:`llm_check.analysis`): per read,
+* position controls (issue 12, the same functions as on SmolLM2, :mod:`llm_check.realdata.analysis`): per read,
   the head whose vote argmax ỹ agrees most with the transformer's argmax on the even prompts, beside
   the last demonstration's label, its position-only vote (each slot weighted by that head's mean
   attention there over the even prompts), the majority label and a constant, all against the
@@ -50,9 +50,9 @@ from tqdm.auto import tqdm
 
 from icl_kernel.errors import UserError
 from icl_kernel.runfolder import RunFolder, open_existing
-from llm_check import analysis as A
-from llm_check import train
-from llm_check import transformer_check_plots as plots
+from llm_check.realdata import analysis as A
+from llm_check.synthetic import train
+from llm_check.synthetic import plots
 from llm_check.models import forward
 from simulate.evaluator import MatrixKernel, prepare_kernels
 from simulate.forward import hmm_arrays, prompt_tokens, sweep_bayes
@@ -269,7 +269,7 @@ def curve_metrics(res: SeedResult, kernel_labels) -> list[dict]:
 
 def position_controls(a, w, label_idx, targets: dict, sel, rep, num_labels: int, kernel_labels,
                       n_perm: int = 200, seed: int = 0) -> dict:
-    """Issue 12's position-aware analysis of one read, with SmolLM2's functions (:mod:`llm_check.analysis`).
+    """Issue 12's position-aware analysis of one read, with SmolLM2's functions (:mod:`llm_check.realdata.analysis`).
 
     ``a [P, L, H, N]`` attention per demonstration, ``w [P, k, N]`` normalised kernel weights,
     ``label_idx [P, N]``, ``targets`` name → ``[P]`` class index (the first one chooses the head),

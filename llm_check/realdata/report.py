@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from icl_kernel.runfolder import RunFolder, RunFolderError, atomic_write_bytes, open_existing
-from llm_check import analysis as A
-from llm_check import figures
-from llm_check.config import config_from_dict
-from llm_check.icl import load_chunks, prompt_from_record
+from llm_check.realdata import analysis as A
+from llm_check.realdata import figures
+from llm_check.realdata.config import config_from_dict
+from llm_check.realdata.icl import load_chunks, prompt_from_record
 from theory import stats
 # (name, weight mode, span, drop sink). The first is the paper's.
 VARIANTS = [

@@ -20,7 +20,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from llm_check.data_errors import LabelWordError, PromptError
+from llm_check.realdata.data_errors import LabelWordError, PromptError
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from llm_check.data_errors import PromptError
+from llm_check.realdata.data_errors import PromptError
 from llm_check.errors import LLMCheckError
-from llm_check.prompts import PromptFormat
+from llm_check.realdata.prompts import PromptFormat
 
 SELECTIONS = ("random", "balanced", "retrieved")
 ORDERS = ("as-selected", "reversed", "shuffled")
