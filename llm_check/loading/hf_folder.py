@@ -19,14 +19,33 @@ from llm_check.loading.assemble import abstract_model, fill_model
 SUPPORTED_MODEL_TYPES = ("llama", "gptj")
 
 
+def _json_kind(value) -> str:
+    """JSON type name of a decoded value ("array", "string", ...) for error messages."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return {list: "array", str: "string", int: "number", float: "number"}.get(type(value), type(value).__name__)
+
+
+def read_json_object(path: pathlib.Path, error=ConfigError) -> dict:
+    """The JSON object stored in ``path``; raises ``error`` (one line naming the file) when the file
+    is not UTF-8 JSON or holds anything other than an object (an array, a string, a number...)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise error(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); expected a JSON object") from None
+    except UnicodeDecodeError:
+        raise error(f"{path} is not UTF-8 text; expected a JSON object") from None
+    if not isinstance(value, dict):
+        raise error(f"{path} holds a JSON {_json_kind(value)}; expected a JSON object")
+    return value
+
+
 def read_config(folder: pathlib.Path) -> dict:
+    """The ``config.json`` of a checkpoint folder as a dict (ConfigError when absent or not an object)."""
     path = folder / "config.json"
     if not path.is_file():
         raise ConfigError(f"folder {folder} has no config.json; expected a Hugging Face checkpoint folder")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return read_json_object(path, ConfigError)
 
 
 def _need(raw: dict, key: str, source):
@@ -68,7 +87,8 @@ def _show(v) -> str:
 def config_from_hf(raw: dict, source):
     """LlamaConfig or GPTJConfig from a transformers ``config.json`` dict."""
     if raw.get("quantization_config"):
-        method = raw["quantization_config"].get("quant_method", "?")
+        quant = raw["quantization_config"]
+        method = quant.get("quant_method", "?") if isinstance(quant, dict) else _show(quant)[:40]
         raise UnsupportedModelError(f"{source} is quantised ({method}); expected unquantised float weights")
     model_type = raw.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
@@ -77,6 +97,8 @@ def config_from_hf(raw: dict, source):
         from llm_check.models.gptj import GPTJConfig
 
         rope = raw.get("rope_parameters") or {}
+        if not isinstance(rope, dict):
+            raise ConfigError(f"rope_parameters={_show(rope)[:40]} in {source}; expected a JSON object")
         return GPTJConfig(
             vocab_size=_int(raw, "vocab_size", source),
             n_positions=_int(raw, "n_positions", source, 2048),
@@ -140,9 +162,10 @@ def weight_files(folder: pathlib.Path) -> list[pathlib.Path]:
                                ("pytorch_model.bin.index.json", "pytorch_model.bin")):
         index = folder / index_name
         if index.is_file():
-            weight_map = json.loads(index.read_text()).get("weight_map")
-            if not isinstance(weight_map, dict):
-                raise CheckpointError(f"{index} has no 'weight_map'; expected a sharded checkpoint index")
+            weight_map = read_json_object(index, CheckpointError).get("weight_map")
+            if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+                raise CheckpointError(f"{index} has no 'weight_map' object of tensor name -> file name; "
+                                      "expected a sharded checkpoint index")
             files = [folder / f for f in dict.fromkeys(weight_map.values())]
             for f in files:
                 if not f.is_file():
@@ -170,7 +193,14 @@ def safetensors_tensors(path: pathlib.Path):
             header = json.loads(fh.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError, MemoryError, OverflowError):
             raise CheckpointError(f"{path} has an unreadable safetensors header") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} has a safetensors header holding a JSON {_json_kind(header)}; "
+                              "expected a JSON object")
     header.pop("__metadata__", None)
+    for name, info in header.items():
+        if not (isinstance(info, dict) and {"dtype", "shape", "data_offsets"} <= info.keys()):
+            raise CheckpointError(f"tensor {name!r} in {path.name} has header entry {_show(info)[:80]}; "
+                                  "expected an object with dtype, shape and data_offsets")
     data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n)
     for name, info in header.items():
         kind = info["dtype"]

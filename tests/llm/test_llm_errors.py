@@ -218,3 +218,56 @@ def test_token_id_outside_vocabulary(llama, bad):
     with pytest.raises(errors.InputError) as e:
         forward(llama, ids)
     _one_line(e, str(bad), "50")
+
+
+@pytest.mark.parametrize("text,kind", [("[1, 2]", "array"), ('"llama"', "string"), ("42", "number"),
+                                       ("null", "null")],
+                         ids=["list", "string", "number", "null"])
+def test_config_json_not_an_object(folder, text, kind):
+    (folder / "config.json").write_text(text)
+    _load_fails(folder, errors.ConfigError, "config.json", f"JSON {kind}", "expected a JSON object")
+
+
+def test_config_json_not_utf8(folder):
+    (folder / "config.json").write_bytes(b"\xff\xfe{}")
+    _load_fails(folder, errors.ConfigError, "config.json", "expected a JSON object")
+
+
+@pytest.mark.parametrize("changes,needles", [
+    (dict(quantization_config=["gptq"]), ("quantised", '["gptq"]')),
+    (dict(model_type="gptj", rope_parameters=[1]), ("rope_parameters=[1]", "JSON object")),
+], ids=["quantisation-list", "gptj-rope-list"])
+def test_nested_config_values_not_objects(folder, changes, needles):
+    _edit_config(folder, **changes)
+    with pytest.raises(errors.ModelLoadError) as e:
+        load_model(str(folder))
+    _one_line(e, *needles)
+
+
+@pytest.mark.parametrize("text,needles", [
+    ("[]", ("JSON array", "expected a JSON object")),
+    ("7", ("JSON number", "expected a JSON object")),
+    ("{not json", ("not valid JSON",)),
+    ('{"weight_map": ["model-00001-of-00002.safetensors"]}', ("weight_map",)),
+    ('{"weight_map": {"lm_head.weight": 3}}', ("weight_map",)),
+], ids=["list", "number", "invalid", "map-is-list", "file-not-string"])
+def test_sharded_index_not_an_object(llama, tmp_path, text, needles):
+    folder = save_hf_folder(llama, tmp_path / "sharded", n_shards=2)
+    (folder / "model.safetensors.index.json").write_text(text)
+    _load_fails(folder, errors.CheckpointError, "model.safetensors.index.json", *needles)
+
+
+@pytest.mark.parametrize("header,needles", [
+    (b"[1, 2, 3]", ("JSON array", "expected a JSON object")),
+    (b'{"model.norm.weight": [1, 2]}', ("'model.norm.weight'", "dtype, shape and data_offsets")),
+], ids=["header-list", "entry-list"])
+def test_safetensors_header_not_an_object(folder, header, needles):
+    import struct
+
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    _load_fails(folder, errors.CheckpointError, "model.safetensors", *needles)
+
+
+def test_tokenizer_json_not_an_object(folder):
+    (folder / "tokenizer.json").write_text("[1, 2]")
+    _load_fails(folder, errors.TokenizerError, "tokenizer.json")
