@@ -85,6 +85,14 @@ def positive_int_list(text: str) -> list[int]:
     return vals
 
 
+def nonnegative_int_list(text: str) -> list[int]:
+    vals = int_list(text)
+    bad = [v for v in vals if v < 0]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{text!r} contains {bad}; expected integers >= 0")
+    return vals
+
+
 def seed_list(text: str) -> list[int]:
     """Seeds as a list ``0,1,2`` or a range ``a:b``; distinct and non-negative."""
     if ":" in text:

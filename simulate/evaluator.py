@@ -174,7 +174,9 @@ class Evaluation(NamedTuple):
         log_evidence: ``[P, G]`` log P(prompt_n) under p_pre.
         task_mass: ``[P, G]`` posterior mass of θ*'s block after the prompt.
         oracle: ``[P, |Y|]`` P(y | x_test; θ*), renormalised over Y.
-        kernels: one :class:`KernelEstimate` per prepared kernel, in order.
+        kernels: one :class:`KernelEstimate` per prepared kernel, in order (at the grid's n ≥ 1).
+        zero: ``[P, G]`` bool, P(prompt_n | p_pre) = 0 (Bayes is NaN there); None when not computed
+            (then it is ``log_evidence == -inf``).
     """
 
     bayes: jax.Array
@@ -182,6 +184,7 @@ class Evaluation(NamedTuple):
     task_mass: jax.Array
     oracle: jax.Array
     kernels: tuple
+    zero: object = None
 
 
 FORWARDS = ("auto", "factorised", "general")
@@ -211,6 +214,7 @@ class _Static(NamedTuple):
     K: int
     b: int
     factorised: bool
+    drop_undefined: bool = False  # GINC prompts: a non-finite kernel value (impossible input) counts as 0
 
 
 class EvaluatorParams(NamedTuple):
@@ -268,15 +272,15 @@ def make_evaluator(hmm: HMM, prepared: PreparedKernels, labels, grid, dtype, *, 
     return evaluate
 
 
-@partial(jax.jit, static_argnames=("static",))
-def _evaluate(params: EvaluatorParams, demos_x, demos_y, x_test, task, *, static: _Static) -> Evaluation:
-    grid = static.grid
-    grid_j = jnp.asarray(grid)
+def _kernel_estimates(params: EvaluatorParams, demos_x, demos_y, x_test, task, static: _Static) -> tuple:
+    """Every kernel's :class:`KernelEstimate` at the grid's n ≥ 1 (traced inside a jitted caller).
+
+    With ``static.drop_undefined`` a kernel value that is not finite (an input p_pre cannot produce
+    has no belief) counts as 0: that demonstration gets no weight.
+    """
+    kgrid = tuple(n for n in static.grid if n > 0)
+    grid_j = jnp.asarray(kgrid)
     hmm = params.hmm
-    if static.factorised:
-        sb = sweep_bayes_factorised(params.F, demos_x, demos_y, x_test, task, grid)
-    else:
-        sb = sweep_bayes(params.A, demos_x, demos_y, x_test, task, params.labels, grid)
     lab_idx = jnp.argmax(demos_y[..., None] == params.labels, axis=-1)
     blocks = tk.Blocks(params.order, static.K, static.b)
     if any(kind == "matrix" for kind, _ in static.kernels):
@@ -298,10 +302,90 @@ def _evaluate(params: EvaluatorParams, demos_x, demos_y, x_test, task, *, static
                 features[kind] = (fn(hmm, x_test, xp=jnp), fn(hmm, demos_x, xp=jnp))
             ft, fd = features[kind]
             Kv = tk.kernel_values_vector(ft, fd, arg, xp=jnp)
-        yhat, den = tk.kernel_regression(Kv, lab_idx, params.labels.shape[0], grid, xp=jnp)  # [G, P, ·]
+        if static.drop_undefined:
+            Kv = jnp.where(jnp.isfinite(Kv), Kv, 0.0)
+        yhat, den = tk.kernel_regression(Kv, lab_idx, params.labels.shape[0], kgrid, xp=jnp)  # [G, P, ·]
         neg = jnp.cumsum((Kv < 0).astype(Kv.dtype), axis=1)[:, grid_j - 1] / grid_j
         estimates.append(KernelEstimate(jnp.moveaxis(yhat, 0, 1), den.T, neg))
-    return Evaluation(jnp.moveaxis(sb.bayes, 0, 1), sb.log_evidence.T, sb.task_mass.T, sb.oracle, tuple(estimates))
+    return tuple(estimates)
+
+
+@partial(jax.jit, static_argnames=("static",))
+def _evaluate(params: EvaluatorParams, demos_x, demos_y, x_test, task, *, static: _Static) -> Evaluation:
+    grid = static.grid
+    if static.factorised:
+        sb = sweep_bayes_factorised(params.F, demos_x, demos_y, x_test, task, grid)
+    else:
+        sb = sweep_bayes(params.A, demos_x, demos_y, x_test, task, params.labels, grid)
+    estimates = _kernel_estimates(params, demos_x, demos_y, x_test, task, static)
+    return Evaluation(jnp.moveaxis(sb.bayes, 0, 1), sb.log_evidence.T, sb.task_mass.T, sb.oracle, estimates)
+
+
+@partial(jax.jit, static_argnames=("static",))
+def _evaluate_kernels(params: EvaluatorParams, demos_x, demos_y, x_test, task, *, static: _Static) -> tuple:
+    return _kernel_estimates(params, demos_x, demos_y, x_test, task, static)
+
+
+@partial(jax.jit, static_argnames=("grid",))
+def _general_bayes(A, demos_x, demos_y, x_test, task, labels, grid):
+    return sweep_bayes(A, demos_x, demos_y, x_test, task, labels, grid)
+
+
+def make_ginc_evaluator(hmm: HMM, prepared: PreparedKernels, params, grid, dtype, *, forward: str = "ginc"):
+    """The evaluator of GINC prompts: ``(demos_x, demos_y, x_test, task, oracle) -> Evaluation``.
+
+    Bayes under p_pre (``hmm``, the pretraining concepts ``params`` of :mod:`simulate.ginc`) over
+    all A symbols, by :func:`simulate.ginc.bayes_nested` (``forward="ginc"``, float64, with its
+    exact zero-probability mask) or by the general scan :func:`simulate.forward.sweep_bayes`
+    (``forward="general"``, the reference). The Oracle is given (GINC's ``score`` under the
+    prompt law, ``[P, A]``, NaN where x_test is impossible under it); ``task`` is the prompt's
+    concept when it is a pretraining concept, else -1 (OOD: ``task_mass`` is NaN). Kernels use
+    every symbol as a label; a demonstration p_pre cannot produce gets weight 0. Returns
+    :class:`Evaluation` with ``zero [P, G]`` (P(prompt_n | p_pre) = 0: ``bayes`` NaN there).
+    """
+    from simulate import ginc
+
+    if forward not in ("ginc", "general"):
+        raise KernelError(f"forward {forward!r} for GINC prompts, expected ginc or general")
+    blocks = prepared.blocks
+    A_sym = hmm.num_tokens
+    labels = jnp.arange(A_sym, dtype=jnp.int32)
+    kparams = EvaluatorParams(
+        hmm=jax.tree_util.tree_map(jnp.asarray, hmm), A=None, F=None,
+        mats=tuple(jnp.asarray(k.inverses, jnp.float64) if isinstance(k, MatrixKernel) else None
+                   for k in prepared.kernels),
+        labels=labels, order=jnp.asarray(blocks.order))
+    grid = tuple(int(n) for n in grid)
+    static = _Static(grid=grid,
+                     kernels=tuple(("matrix", k.per_task) if isinstance(k, MatrixKernel) else (k.spec.name, k.spec.beta)
+                                   for k in prepared.kernels),
+                     K=blocks.K, b=blocks.b, factorised=False, drop_undefined=True)
+    tables = ginc.tables(params, jnp.float64) if forward == "ginc" else None
+    A = hmm_arrays(hmm, jnp.dtype(dtype)) if forward == "general" else None
+
+    def evaluate(demos_x, demos_y, x_test, task, oracle) -> Evaluation:
+        dx, dy, xt, tsk = (np.asarray(a) for a in (demos_x, demos_y, x_test, task))
+        if forward == "ginc":
+            gb = ginc.bayes_nested(tables, dx, dy, xt, grid)
+            zero = np.asarray(gb.zero)  # [G, P]
+            bayes = np.where(zero[..., None], np.nan, np.asarray(gb.bayes))
+            log_ev = np.asarray(gb.log_evidence)
+            post = np.asarray(gb.posterior)  # [G, P, C]
+            mass = np.take_along_axis(post, np.maximum(tsk, 0)[None, :, None], axis=-1)[..., 0]
+        else:
+            sb = _general_bayes(A, jnp.asarray(dx), jnp.asarray(dy), jnp.asarray(xt), jnp.asarray(np.maximum(tsk, 0)),
+                                labels, grid)
+            log_ev = np.asarray(sb.log_evidence)
+            zero = np.isneginf(log_ev)
+            bayes = np.where(zero[..., None], np.nan, np.asarray(sb.bayes))
+            mass = np.asarray(sb.task_mass)
+        mass = np.where((tsk < 0)[None, :] | zero, np.nan, mass)
+        est = _evaluate_kernels(kparams, jnp.asarray(dx), jnp.asarray(dy), jnp.asarray(xt), jnp.asarray(tsk),
+                                static=static)
+        return Evaluation(np.moveaxis(bayes, 0, 1), log_ev.T, mass.T, np.asarray(oracle, float),
+                          tuple(jax.tree_util.tree_map(np.asarray, e) for e in est), zero.T)
+
+    return evaluate
 
 
 # ------------------------------------------------------------------ many batches
@@ -352,19 +436,61 @@ class PromptMetrics(NamedTuple):
 
 COMMON_METRICS = ("bayes_vs_oracle_l1", "posterior_mass_true_task", "bayes_oracle_agreement")
 KERNEL_METRICS = ("kernel_vs_bayes_l1", "kernel_vs_oracle_l1", "argmax_agreement", "negative_weight_frac")
+#: Metrics against the prompt's label (GINC's test label; a sampled y_test for the matched law) and the
+#: zero-probability indicator; NaN entries (Bayes where P(prompt | p_pre) = 0) are left out of means.
+LABEL_METRICS = ("zero_probability", "bayes_accuracy", "oracle_accuracy")
+KERNEL_LABEL_METRICS = ("accuracy",)
 
 
-def prompt_metrics(ev: Evaluation) -> PromptMetrics:
-    """L1 distances and argmax agreement per prompt and grid point (``[P, G]`` each)."""
+def zero_mask(ev: Evaluation) -> np.ndarray:
+    """``[P, G]`` bool: P(prompt_n | p_pre) = 0 (the evaluation's mask, else log evidence = -inf)."""
+    if ev.zero is not None:
+        return np.asarray(ev.zero, bool)
+    return np.isneginf(np.asarray(ev.log_evidence, float))
+
+
+def _accuracy(pred, label):
+    """1.0 where argmax over the last axis equals ``label [P]``, NaN where ``pred`` is not finite."""
+    pred = np.asarray(pred, float)
+    lab = np.asarray(label).reshape(label.shape + (1,) * (pred.ndim - 1 - np.ndim(label)))
+    ok = np.isfinite(pred).all(-1)
+    return np.where(ok, (np.argmax(np.nan_to_num(pred, nan=-np.inf), -1) == lab).astype(float), np.nan)
+
+
+def prompt_metrics(ev: Evaluation, label=None, label_tokens=None) -> PromptMetrics:
+    """L1 distances and argmax agreement per prompt and grid point (``[P, G]`` each; kernels at n ≥ 1).
+
+    With ``label [P]`` (token ids) and ``label_tokens`` (the token of each vector entry) also the
+    label metrics (:data:`LABEL_METRICS`, :data:`KERNEL_LABEL_METRICS`). Bayes is NaN (and left out)
+    where the prompt has probability 0 under p_pre.
+    """
     bayes = np.asarray(ev.bayes, float)
     oracle = np.broadcast_to(np.asarray(ev.oracle, float)[:, None], bayes.shape)
     common = dict(bayes_vs_oracle_l1=l1(bayes, oracle),
                   posterior_mass_true_task=np.asarray(ev.task_mass, float),
                   bayes_oracle_agreement=argmax_agree(bayes, oracle))
+    kcols = None
+    if ev.kernels and np.asarray(ev.kernels[0].yhat).shape[1] != bayes.shape[1]:
+        kcols = np.arange(bayes.shape[1] - np.asarray(ev.kernels[0].yhat).shape[1], bayes.shape[1])  # n ≥ 1
+    if label is not None:
+        # the label as an index into the vectors' entries
+        tok = np.asarray(label_tokens)
+        lab = np.asarray(label)
+        idx = np.argmax(lab[:, None] == tok[None, :], axis=1)
+        idx = np.where((lab[:, None] == tok[None, :]).any(1), idx, -1)
+        common["zero_probability"] = zero_mask(ev).astype(float)
+        common["bayes_accuracy"] = _accuracy(bayes, idx)
+        common["oracle_accuracy"] = np.broadcast_to(_accuracy(np.asarray(ev.oracle, float), idx)[:, None],
+                                                    bayes.shape[:2]).copy()
     kernels = []
     for k in ev.kernels:
         yhat = np.asarray(k.yhat, float)
-        kernels.append(dict(kernel_vs_bayes_l1=l1(yhat, bayes), kernel_vs_oracle_l1=l1(yhat, oracle),
-                            argmax_agreement=argmax_agree(yhat, bayes),
-                            negative_weight_frac=np.asarray(k.negative_weight_frac, float)))
+        b_k = bayes if kcols is None else bayes[:, kcols]
+        o_k = oracle if kcols is None else oracle[:, kcols]
+        km = dict(kernel_vs_bayes_l1=l1(yhat, b_k), kernel_vs_oracle_l1=l1(yhat, o_k),
+                  argmax_agreement=argmax_agree(yhat, b_k),
+                  negative_weight_frac=np.asarray(k.negative_weight_frac, float))
+        if label is not None:
+            km["accuracy"] = _accuracy(yhat, idx)
+        kernels.append(km)
     return PromptMetrics(common, kernels)

@@ -1,4 +1,5 @@
-"""Pretraining distributions: the paper's synthetic HMMs (`han`), GINC (`ginc`) and user files (`custom`).
+"""Pretraining distributions: the paper's synthetic HMMs (`han`), GINC's documents (`ginc`), GINC's
+concepts with a restarting delimiter (`ginc-restart`) and user files (`custom`).
 
 All sampling uses explicit JAX PRNG keys and float64 (``simulate.runtime.setup`` enables it), so
 one seed gives one HMM. Results are validated :class:`theory.hmm.HMM` objects (numpy float64).
@@ -14,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from theory.errors import HMMError
-from theory.hmm import HMM, make_hmm
+from theory.hmm import HMM, make_hmm, ragged_message
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,47 @@ class HanConfig:
 
 @dataclass(frozen=True)
 class GincConfig:
-    """GINC (Xie et al. 2022) re-implemented from its description and generator.
+    """GINC (Xie et al. 2022) as its generator makes it: the pretraining law p_pre of its documents.
+
+    Parameters are GINC's published ones (``reference=1``: ``ginc_reference.npz``, see
+    :func:`ginc_reference_path`) or drawn with GINC's construction (``reference=0``, the default:
+    :func:`simulate.ginc.draw_params` with ``seed``): ``n_values`` entities × ``n_slots`` properties,
+    deterministic emissions from a shared memory matrix over ``vocab`` symbols (slot 0 emits the
+    delimiter '/' = 0); concept c moves with ``kron(value_T, slot_T[c])`` (a shared entity matrix,
+    a per-concept property matrix, each a softmax((u-.5)/transition_temp) mixture of random
+    permutations, the entity one mixed with ``value_identity_coeff``·I) and starts from its own
+    softmax((u-.5)/start_temp) distribution. ``n_concepts`` pretraining concepts and ``n_ood`` held
+    out (GINC's OOD prompts).
+
+    The HMM is the block-diagonal union of the pretraining concepts: a document picks one concept
+    uniformly, starts from its start distribution and runs its chain; '/' is an ordinary emission
+    and the chain moves on with T (no restart: R = T, and the delimiter's weight is its emission
+    probability). With ``reference=1`` the drawing fields are not used (the file's values are).
+    """
+
+    vocab: int = 50
+    n_values: int = 10
+    n_slots: int = 10
+    n_concepts: int = 5
+    n_ood: int = 5
+    transition_temp: float = 0.1
+    start_temp: float = 10.0
+    value_identity_coeff: float = 0.9
+    seed: int = 0
+    reference: int = 0
+
+
+@dataclass(frozen=True)
+class GincRestartConfig:
+    """GINC's concepts with a restarting delimiter (the paper's Assumption 1), not GINC's own law.
 
     Entities × properties hidden states with deterministic emissions from a shared memory matrix
     (property 0 = delimiter); a concept is a property transition matrix, a softmax((u-.5)/t)
-    mixture of ``n_slots`` random permutations; a shared entity matrix (1-vic)·P + vic·I.
-    The unified HMM is the block-diagonal union of the concepts. As in GINC's prompt generator,
-    the delimiter is a format token: it carries no likelihood and restarts the concept's chain at
-    ``start_slot`` with a uniform entity (the restart of Assumption 1).
+    mixture of ``n_slots`` random permutations; a shared entity matrix (1-vic)·P + vic·I (drawn
+    here with this module's own PRNG stream). The unified HMM is the block-diagonal union of the
+    concepts. The delimiter '/' is emitted by the property-0 states (its weight is that emission
+    probability) and restarts the concept's chain at ``start_slot`` with a uniform entity, in
+    documents and prompts alike (one law for the corpus and for Bayes).
     """
 
     vocab: int = 50
@@ -58,6 +92,10 @@ class GincConfig:
     value_identity_coeff: float = 0.9
     start_slot: int = 1
     seed: int = 0
+
+
+PRESET_CONFIGS = {"han": HanConfig, "ginc": GincConfig, "ginc-restart": GincRestartConfig}
+PRESETS = ("han", "ginc", "ginc-restart", "custom")
 
 
 def _check_positive(name, value, *, integer=False, allow_zero=False):
@@ -118,8 +156,8 @@ def _softmax_temp(u, temp):
     return e / e.sum()
 
 
-def ginc_hmm(cfg: GincConfig = GincConfig()) -> HMM:
-    """GINC's mixture of concept HMMs as one block-diagonal HMM (see :class:`GincConfig`)."""
+def ginc_restart_hmm(cfg: GincRestartConfig = GincRestartConfig()) -> HMM:
+    """GINC's concepts with a restarting delimiter as one block-diagonal HMM (see :class:`GincRestartConfig`)."""
     for name in ("vocab", "n_values", "n_slots", "n_concepts"):
         _check_positive(name, getattr(cfg, name), integer=True)
     for name in ("transition_temp", "start_temp"):
@@ -160,7 +198,63 @@ def ginc_hmm(cfg: GincConfig = GincConfig()) -> HMM:
     B = np.tile(B1, (C, 1))
     task_of_state = np.repeat(np.arange(C), S)
     R = task_start[task_of_state]
-    return make_hmm(T, B, R, p0, task_start, task_of_state, 0, delim_weight=np.ones(d))
+    return make_hmm(T, B, R, p0, task_start, task_of_state, 0)
+
+
+def ginc_reference_path() -> Path:
+    """Where ``--ginc-params reference`` reads GINC's published parameters: ``$ICL_KERNEL_GINC_REFERENCE``
+    if set, else ``../shared/data/ginc/ginc_reference.npz`` relative to the repository root."""
+    import os
+
+    env = os.environ.get("ICL_KERNEL_GINC_REFERENCE")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ginc" / "ginc_reference.npz"
+
+
+def ginc_params(cfg: GincConfig = GincConfig(), path: str | Path | None = None):
+    """GINC's ``(id_params, ood_params)`` (:class:`simulate.ginc.GincParams`) for ``cfg``.
+
+    ``cfg.reference == 1``: read from ``path`` (default :func:`ginc_reference_path`); else drawn
+    with GINC's construction from ``cfg.seed``. Raises a one-line error for a missing file.
+    """
+    from simulate import ginc
+
+    if cfg.reference not in (0, 1):
+        raise HMMError(f"ginc parameter reference={cfg.reference!r}, expected 0 (draw) or 1 (GINC's published file)")
+    if cfg.reference:
+        return ginc.load_reference(path if path is not None else ginc_reference_path())
+    if path is not None:
+        raise HMMError(f"a GINC parameter file ({path}) is given with reference=0; expected reference=1")
+    return ginc.draw_params(cfg.seed, vocab=cfg.vocab, n_values=cfg.n_values, n_slots=cfg.n_slots,
+                            n_id=cfg.n_concepts, n_ood=cfg.n_ood, transition_temp=cfg.transition_temp,
+                            start_temp=cfg.start_temp, value_identity_coeff=cfg.value_identity_coeff)
+
+
+def ginc_pretrain_hmm(params) -> HMM:
+    """p_pre of GINC's documents as one HMM, from :class:`simulate.ginc.GincParams` (the ID concepts).
+
+    Block c (states ``c·V·S + v·S + s``) is concept c: ``T = kron(value_T[c], slot_T[c])``, one-hot
+    emissions of the memory matrix. ``p0 = startprob / C`` (a document picks a concept uniformly
+    and starts from its start distribution); ``task_start[c] = startprob[c]`` on block c. The
+    delimiter is an ordinary emission: ``R = T`` and its weight is ``B[:, '/']``, so the HMM's
+    operators are those of a plain HMM and documents never restart.
+    """
+    from simulate import ginc
+
+    C = params.num_concepts
+    Tc = ginc.transmat(params)  # [C, S, S]
+    B1 = ginc.emissions(params)
+    S = Tc.shape[1]
+    d = C * S
+    T = np.zeros((d, d))
+    task_start = np.zeros((C, d))
+    start = np.asarray(params.startprob, np.float64)
+    for c in range(C):
+        T[c * S:(c + 1) * S, c * S:(c + 1) * S] = Tc[c]
+        task_start[c, c * S:(c + 1) * S] = start[c] / start[c].sum()
+    p0 = task_start.mean(axis=0)
+    return make_hmm(T, np.tile(B1, (C, 1)), T.copy(), p0, task_start, np.repeat(np.arange(C), S), ginc.DELIM)
 
 
 CUSTOM_KEYS = "T, B, delim (required); task_of_state, task_start or starts, R, p0, delim_weight (optional)"
@@ -191,7 +285,13 @@ def load_custom(path: str | Path) -> HMM:
     except Exception as exc:  # unreadable / corrupt
         raise HMMError(f"cannot read custom HMM file {path}: {type(exc).__name__}: {exc}") from None
     for k, v in raw.items():
-        if np.iscomplexobj(np.asarray(v)):
+        try:
+            arr = np.asarray(v)
+        except ValueError:
+            raise HMMError(f"{path}: {ragged_message(k)}") from None
+        if arr.dtype == object:
+            raise HMMError(f"{path}: {ragged_message(k)}")
+        if np.iscomplexobj(arr):
             raise HMMError(f"{path}: {k} has complex entries; expected real probabilities")
     missing = [k for k in ("T", "B", "delim") if k not in raw]
     if missing:
@@ -224,21 +324,34 @@ def load_custom(path: str | Path) -> HMM:
 
 
 def build_preset(preset: str, params: dict | None = None, custom_path: str | None = None) -> HMM:
-    """Dispatch on the preset name; ``params`` overrides the preset's dataclass fields."""
-    params = dict(params or {})
+    """Dispatch on the preset name; ``params`` overrides the preset's dataclass fields.
+
+    ``custom_path``: the HMM file of ``custom``; for ``ginc`` with ``reference=1``, GINC's parameter
+    file (default :func:`ginc_reference_path`).
+    """
     if preset == "custom":
         if not custom_path:
             raise HMMError("preset 'custom' needs a file (--hmm-file PATH.npz|.json)")
         return load_custom(custom_path)
-    cls = {"han": HanConfig, "ginc": GincConfig}.get(preset)
+    cfg = preset_config(preset, params)
+    if preset == "han":
+        return han_hmm(cfg)
+    if preset == "ginc-restart":
+        return ginc_restart_hmm(cfg)
+    return ginc_pretrain_hmm(ginc_params(cfg, custom_path)[0])
+
+
+def preset_config(preset: str, params: dict | None = None):
+    """The preset's config dataclass with ``params`` applied (one-line error for unknown keys or values)."""
+    params = dict(params or {})
+    cls = PRESET_CONFIGS.get(preset)
     if cls is None:
-        raise HMMError(f"unknown preset {preset!r}; expected one of han, ginc, custom")
+        raise HMMError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
     known = set(cls.__dataclass_fields__)
     unknown = sorted(set(params) - known)
     if unknown:
         raise HMMError(f"unknown {preset} parameter(s) {unknown}; expected some of {sorted(known)}")
-    cfg = cls(**{k: _param_value(preset, k, v, type(getattr(cls(), k))) for k, v in params.items()})
-    return han_hmm(cfg) if preset == "han" else ginc_hmm(cfg)
+    return cls(**{k: _param_value(preset, k, v, type(getattr(cls(), k))) for k, v in params.items()})
 
 
 def _param_value(preset: str, key: str, value, kind: type):
@@ -255,4 +368,4 @@ def _param_value(preset: str, key: str, value, kind: type):
 
 
 def preset_defaults(preset: str) -> dict:
-    return asdict({"han": HanConfig, "ginc": GincConfig}[preset]())
+    return asdict(PRESET_CONFIGS[preset]())

@@ -1,14 +1,20 @@
 r"""Sampling pretraining documents and ICL prompts with explicit PRNG keys.
 
-A demonstration for task θ is a pair (x, y): x ∈ (O \ {δ})^l and a label y ∈ Y, drawn from
+A demonstration for task θ is a triple x y δ: x ∈ (O \ {δ})^l, a label y ∈ Y and the delimiter
+that follows it, drawn from its exact law
 
-.. math:: P(x, y \mid θ, Y) = \frac{s_θ^\top T_x b_y}{\sum_{x' \in (O\setminus δ)^l,\, y' \in Y} s_θ^\top T_{x'} b_{y'}},
+.. math:: P(x, y \mid θ, Y) = \frac{s_θ^\top T_x \operatorname{diag}(b_y) T w_δ}
+          {\sum_{x' \in (O\setminus δ)^l,\, y' \in Y} s_θ^\top T_{x'} \operatorname{diag}(b_{y'}) T w_δ},
 
-i.e. a stretch of the task's chain conditioned on containing no delimiter and on being followed
-by a label word. It is sampled exactly, state by state, with backward weights
-β_l = B[:, Y] 1, β_t = diag(1 - B[:, δ]) T β_{t+1}. With ``label_mode="argmax"`` the label is
-instead argmax_y P(y | x, θ) (GINC's choice). Every demonstration, prompt and seed has its own key
-from ``fold_in``, so prompts are reproducible one by one.
+i.e. a stretch of the task's chain conditioned on containing no delimiter, on being followed by a
+label word and then by the delimiter. It is sampled exactly, state by state, with backward
+weights β_l = B[:, Y] 1 ⊙ T w_δ, β_t = diag(1 - B[:, δ]) T β_{t+1}. When the delimiter weight
+w_δ is the same for every state, T w_δ is that constant and is left out (the law is the same).
+With ``label_mode="argmax"`` the label is instead argmax_y P(y | x, θ). Every demonstration,
+prompt and seed has its own key from ``fold_in``, so prompts are reproducible one by one.
+
+This is the ``matched`` prompt law (a prompt drawn from p_pre's own format, for the han and
+custom presets); GINC's prompt laws are :func:`simulate.ginc.sample_prompts`.
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory.hmm import HMM
+from theory.hmm import HMM, demo_end_weight
 
 
 class Prompts(NamedTuple):
@@ -40,12 +46,15 @@ class Prompts(NamedTuple):
     task: np.ndarray
 
 
-def _backward_weights(hmm: HMM, labels, length: int, dtype):
-    """β_0..β_l (``[l+1, d]``); β_l = P(next token ∈ Y | state) (or ones if labels is None)."""
+def _backward_weights(hmm: HMM, labels, length: int, dtype, delim_end: bool = False):
+    """β_0..β_l (``[l+1, d]``); β_l = P(next token ∈ Y | state) (or ones if labels is None), times
+    ``T w_δ`` (the delimiter after the label) when ``delim_end``."""
     B = jnp.asarray(hmm.B, dtype)
     T = jnp.asarray(hmm.T, dtype)
     keep = 1.0 - B[:, hmm.delim]
     beta = B[:, labels].sum(-1) if labels is not None else jnp.ones(B.shape[0], dtype)
+    if delim_end:
+        beta = beta * (T @ jnp.asarray(hmm.delim_weight, dtype))
     out = [beta]
     for _ in range(length):
         beta = keep * (T @ beta)
@@ -60,18 +69,21 @@ def _categorical(weights, u):
     return jnp.minimum(jnp.sum(c < u * c[-1]), weights.shape[0] - 1).astype(jnp.int32)
 
 
-def sample_inputs(key, hmm: HMM, start, length: int, labels=None, label_mode: str = "sample", dtype=jnp.float64):
+def sample_inputs(key, hmm: HMM, start, length: int, labels=None, label_mode: str = "sample", dtype=jnp.float64,
+                  delim_end: bool = False):
     """One demonstration (x, y) from start distribution ``start`` (``[d]``).
 
     Returns ``(x [length] int32, y [] int32)``; ``y`` indexes into the token vocabulary (or -1 if
-    ``labels`` is None). Pure and vmappable over keys and starts.
+    ``labels`` is None). With ``delim_end`` the law includes the delimiter after y (x y δ ∝
+    startᵀ T_x diag(b_y) T w_δ; see :func:`theory.hmm.demo_end_weight`). Pure and vmappable over
+    keys and starts.
     """
     u = jax.random.uniform(key, (2 * length + 2,), dtype)
-    return sample_inputs_from_uniforms(u, hmm, start, length, labels, label_mode, dtype)
+    return sample_inputs_from_uniforms(u, hmm, start, length, labels, label_mode, dtype, delim_end)
 
 
 def sample_inputs_from_uniforms(u, hmm: HMM, start, length: int, labels=None, label_mode: str = "sample",
-                                dtype=jnp.float64):
+                                dtype=jnp.float64, delim_end: bool = False):
     """:func:`sample_inputs` driven by ``u [2 l + 2]`` uniforms (one per categorical draw).
 
     Inverse-CDF draws keep the compiled graph small under nested vmaps (each threefry instance
@@ -79,7 +91,7 @@ def sample_inputs_from_uniforms(u, hmm: HMM, start, length: int, labels=None, la
     """
     B = jnp.asarray(hmm.B, dtype)
     T = jnp.asarray(hmm.T, dtype)
-    betas = _backward_weights(hmm, labels, length, dtype)
+    betas = _backward_weights(hmm, labels, length, dtype, delim_end)
     emit_in = B.at[:, hmm.delim].set(0.0)
     s0 = _categorical(jnp.asarray(start, dtype) * betas[0], u[0])
 
@@ -115,8 +127,8 @@ def sample_prompts(key, hmm: HMM, labels, num_prompts: int, num_demos: int, leng
     Prompt ``i`` (global index ``start + i``) uses ``fold_in(key, start + i)``; its task is
     uniform over tasks unless ``task`` is given. Returns numpy arrays (see :class:`Prompts`).
     """
-    if num_demos < 1:
-        raise ValueError(f"number of demonstrations {num_demos}, expected n >= 1")
+    if num_demos < 0:
+        raise ValueError(f"number of demonstrations {num_demos}, expected n >= 0")
     if length < 1:
         raise ValueError(f"input length {length}, expected l >= 1")
     if label_mode not in ("sample", "argmax"):
@@ -126,7 +138,8 @@ def sample_prompts(key, hmm: HMM, labels, num_prompts: int, num_demos: int, leng
     law = prompt_law(hmm)
     xs, ys, th = _sample_prompts_jit(key, hmm, labels, task_arr, jnp.arange(start, start + num_prompts),
                                      jnp.asarray(law.prior_cdf), jnp.asarray(law.first_starts),
-                                     num_demos, length, label_mode, law.uniform_prior, law.first_is_start)
+                                     num_demos, length, label_mode, law.uniform_prior, law.first_is_start,
+                                     demo_end_weight(hmm) is not None)
     xs, ys = np.asarray(xs), np.asarray(ys)
     return Prompts(xs[:, :-1], ys[:, :-1], xs[:, -1], ys[:, -1], np.asarray(th, np.int32))
 
@@ -166,9 +179,9 @@ def prompt_law(hmm: HMM) -> PromptLaw:
                      bool(np.allclose(prior, 1.0 / K, rtol=0, atol=1e-12)), same)
 
 
-@partial(jax.jit, static_argnums=(7, 8, 9, 10, 11))
+@partial(jax.jit, static_argnums=(7, 8, 9, 10, 11, 12))
 def _sample_prompts_jit(key, hmm, labels, task, idx, prior_cdf, first_starts, num_demos, length, label_mode,
-                        uniform_prior, first_is_start):
+                        uniform_prior, first_is_start, delim_end):
     K = hmm.task_start.shape[0]
     starts = hmm.task_start
 
@@ -183,7 +196,8 @@ def _sample_prompts_jit(key, hmm, labels, task, idx, prior_cdf, first_starts, nu
         rows = jnp.broadcast_to(starts[th], (num_demos + 1, starts.shape[1]))
         if not first_is_start:
             rows = rows.at[0].set(first_starts[th])
-        xs, ys = jax.vmap(lambda uj, sj: sample_inputs_from_uniforms(uj, hmm, sj, length, labels, label_mode))(
+        xs, ys = jax.vmap(lambda uj, sj: sample_inputs_from_uniforms(uj, hmm, sj, length, labels, label_mode,
+                                                                   delim_end=delim_end))(
             u[:-1], rows)
         return xs, ys, th
 

@@ -58,6 +58,16 @@ class HMM(NamedTuple):
         return int(np.shape(self.task_start)[0])
 
 
+EXPECTED_SHAPES = dict(T="[d, d]", B="[d, m]", R="[d, d]", p0="[d]", task_start="[K, d]", starts="[K]",
+                       task_of_state="[d]", delim_weight="[d]", delim="[] (one integer)")
+
+
+def ragged_message(name: str) -> str:
+    """The one-line error for an array given as nested lists of unequal lengths."""
+    return (f"{name} is ragged (its rows have different lengths); expected a rectangular array of shape "
+            f"{EXPECTED_SHAPES.get(name, '[...]')}")
+
+
 def make_hmm(T, B, R, p0, task_start, task_of_state, delim, delim_weight=None, *, dtype=np.float64) -> HMM:
     """Build and validate an :class:`HMM` from array-likes (numpy, float64 by default).
 
@@ -78,6 +88,8 @@ def make_hmm(T, B, R, p0, task_start, task_of_state, delim, delim_weight=None, *
         except HMMError:
             raise
         except (TypeError, ValueError) as exc:
+            if "inhomogeneous" in str(exc) or "sequence" in str(exc):
+                raise HMMError(ragged_message(name)) from None
             raise HMMError(f"{name} is not a numeric array ({' '.join(str(exc).split())})") from None
     try:
         task_of_state = np.asarray(task_of_state)
@@ -164,39 +176,57 @@ def check_labels(hmm: HMM, labels) -> np.ndarray:
     return lab
 
 
-def check_prompt_law(hmm: HMM, labels, length: int) -> None:
-    """Refuse HMMs on which ICL prompts cannot be sampled and scored as one law.
+def demo_end_weight(hmm: HMM) -> np.ndarray | None:
+    """``T w_δ`` (``[d]``): the probability that the state after a label emits the delimiter, or None.
 
-    Every task must (a) emit the delimiter with a weight that is the same for all its states — the
-    sampler draws each demonstration without the delimiter that follows it, while Bayes scores that
-    delimiter, and the two agree only when its weight does not depend on the state — and positive,
-    so that prompts have positive probability; and (b) produce, for every label y, a delimiter-free
-    x of length l followed by y (Z_θ,y = s_θᵀ (diag(1 − b_δ) T)^l b_y > 0), so that demonstrations,
-    the Oracle and Bayes are defined. Raises :class:`HMMError` naming the task and the value.
+    A demonstration x y δ of a prompt has likelihood ``vᵀ T_x diag(b_y) T w_δ``; its last factor
+    matters only when it depends on the state. It is None when ``w_δ`` is the same for every state
+    (then ``T w_δ`` is that constant: the law of x y is the same without it).
+    """
+    dw = np.asarray(hmm.delim_weight, float)
+    if np.all(dw == dw[0]):
+        return None
+    return np.asarray(hmm.T, float) @ dw
+
+
+def demo_mass(hmm: HMM, labels, length: int, starts=None) -> np.ndarray:
+    """Z[θ, y] = s_θᵀ (diag(1 − b_δ) T)^l diag(b_y) T w_δ: the mass of the demonstrations x y δ.
+
+    ``starts [K, d]`` defaults to the task starts. x runs over delimiter-free inputs of length l.
     """
     B = np.asarray(hmm.B, float)
     T = np.asarray(hmm.T, float)
-    tos = np.asarray(hmm.task_of_state)
-    dw = np.asarray(hmm.delim_weight, float)
-    for th in range(hmm.num_tasks):
-        w = dw[tos == th]
-        if w.size == 0:
-            raise HMMError(f"task {th} has no hidden states (task_of_state never equals {th})")
-        if w.max() <= 0:
-            raise HMMError(f"task {th} never emits the delimiter (delim_weight is 0 on all its states), "
-                           "so no prompt of that task has positive probability")
-        if w.max() - w.min() > 1e-12 * max(1.0, w.max()):
-            raise HMMError(f"the delimiter weight varies within task {th} ({w.min():.4g} to {w.max():.4g}); "
-                           "demonstrations are sampled without the delimiter that Bayes scores, which is one "
-                           "law only when the weight is the same for every state of a task")
     lab = np.asarray(labels, int)
     M = (1.0 - B[:, int(hmm.delim)])[:, None] * T
-    v = B[:, lab]
+    end = T @ np.asarray(hmm.delim_weight, float)
+    v = B[:, lab] * end[:, None]
     for _ in range(int(length)):
         v = M @ v
-    Z = np.asarray(hmm.task_start, float) @ v  # [K, |Y|]
-    bad = np.argwhere(Z <= 0)
-    if bad.size:
-        th, j = (int(i) for i in bad[0])
-        raise HMMError(f"task {th} cannot produce a delimiter-free x of length {length} followed by label "
-                       f"{int(lab[j])} (probability 0); pick other labels or another length")
+    return np.asarray(hmm.task_start if starts is None else starts, float) @ v  # [K, |Y|]
+
+
+def check_prompt_law(hmm: HMM, labels, length: int, tasks=None, first_starts=None) -> None:
+    """Refuse an HMM on which the demonstrations of some task are undefined (probability 0).
+
+    A demonstration of task θ is x y δ with x delimiter-free of length l and y a label, drawn with
+    probability ∝ s_θᵀ T_x diag(b_y) T w_δ (the delimiter that follows it included, so any
+    delimiter weight, constant or not, gives one law). That law exists when its mass
+    Σ_y Z_θ,y (:func:`demo_mass`) is positive, from θ's start and (for the first demonstration)
+    from ``first_starts[θ]`` when given. ``tasks``: the tasks that can be drawn (default all).
+    Labels a task cannot produce are simply never drawn for it. Raises :class:`HMMError` naming
+    the task.
+    """
+    tos = np.asarray(hmm.task_of_state)
+    tasks = range(hmm.num_tasks) if tasks is None else tasks
+    for th in tasks:
+        if not np.any(tos == th):
+            raise HMMError(f"task {th} has no hidden states (task_of_state never equals {th})")
+    for what, starts in (("start", None), ("first-demonstration start (p0 on its block)", first_starts)):
+        if what != "start" and starts is None:
+            continue
+        Z = demo_mass(hmm, labels, length, starts).sum(1)
+        for th in tasks:
+            if not Z[th] > 0:
+                raise HMMError(f"task {th} cannot produce a demonstration from its {what}: no delimiter-free x "
+                               f"of length {length} followed by a label in {np.asarray(labels).tolist()} and then "
+                               "the delimiter has positive probability; pick other labels or another length")

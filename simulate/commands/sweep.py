@@ -5,13 +5,17 @@ import argparse
 
 from icl_kernel import argtypes as at
 from icl_kernel.errors import UsageError
+from simulate.defaults import DEFAULT_GRID, DEFAULT_KERNELS, GINC_KERNELS, PROMPT_LAWS
 
-PRESET_HELP = "han: the paper's synthetic HMM (8 tasks, 80 states, 100 tokens); ginc: Xie et al.'s GINC; custom: --hmm-file"
+PRESETS = ("han", "ginc", "ginc-restart", "custom")
+PRESET_HELP = ("han: the paper's synthetic HMM (8 tasks, 80 states, 100 tokens); ginc: GINC (Xie et al.) as its "
+               "generator makes it (documents never restart: '/' is an ordinary emission); ginc-restart: GINC's "
+               "concepts with a delimiter that restarts the chain (Assumption 1); custom: --hmm-file")
 PARAM_HELP = ("override a preset parameter, e.g. -P num_tasks=4 -P emit_conc=0.3 (han: num_tasks, num_states, "
-              "num_tokens, trans_conc, emit_conc, delim_rate, leak, seed; ginc: vocab, n_values, n_slots, n_concepts, "
-              "transition_temp, start_temp, value_identity_coeff, start_slot, seed)")
-DEFAULT_GRID = (1, 2, 4, 8, 16, 32, 64, 128)
-DEFAULT_KERNELS = ("predictive", "belief", "predictive:beta=20", "belief:beta=20", "gram", "pretrain", "task")
+              "num_tokens, trans_conc, emit_conc, delim_rate, leak, seed; ginc: reference (1 = GINC's published "
+              "parameters), vocab, n_values, n_slots, n_concepts, n_ood, transition_temp, start_temp, "
+              "value_identity_coeff, seed; ginc-restart: vocab, n_values, n_slots, n_concepts, transition_temp, "
+              "start_temp, value_identity_coeff, start_slot, seed)")
 
 
 def grid_spec(text: str) -> tuple[list[int], bool]:
@@ -31,7 +35,7 @@ def grid_spec(text: str) -> tuple[list[int], bool]:
         if lo != 1 or hi < 1:
             raise argparse.ArgumentTypeError(f"{text!r}: a curve runs over every n from 1, expected 1:N with N >= 1")
         return sorted({2 ** k for k in range(hi.bit_length()) if 2 ** k <= hi} | {hi}), True
-    return at.positive_int_list(t), False
+    return at.nonnegative_int_list(t), False
 
 
 def params(items) -> dict:
@@ -66,7 +70,7 @@ def add_preset_arguments(p: argparse.ArgumentParser, title: str = "pretraining d
                          preset_help: str = PRESET_HELP, param_help: str = PARAM_HELP):
     """--preset, --param/-P and --hmm-file (shared by sweep, bound and phenomena); returns the group."""
     g = p.add_argument_group(title)
-    g.add_argument("--preset", choices=["han", "ginc", "custom"], default="han", help=preset_help)
+    g.add_argument("--preset", choices=list(PRESETS), default="han", help=preset_help)
     g.add_argument("--param", "-P", action="append", metavar="KEY=VALUE", type=at.key_value, default=[],
                    help=param_help)
     g.add_argument("--hmm-file", help="custom HMM (.npz or .json with T, B, delim, optional task_of_state, "
@@ -94,11 +98,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_preset_arguments(p)
     g = p.add_argument_group("prompts")
     g.add_argument("--n", dest="grid", type=grid_spec, default=None, metavar="N1,N2,...|all|1:N",
-                   help="numbers of demonstrations: a list; 'all' = every n up to 128; '1:N' = every n up to N "
-                        "(the table keeps the powers of two, the figure draws the whole curve); default 1,2,4,...,128")
+                   help="numbers of demonstrations: a list (n = 0: x_test alone, Bayes only); 'all' = every n up to "
+                        "128; '1:N' = every n up to N (the table keeps the powers of two, the figure draws the whole "
+                        "curve); default 1,2,4,...,128")
+    g.add_argument("--prompt-law", choices=["auto", *PROMPT_LAWS], default="auto",
+                   help="how prompts are drawn (they are always scored by exact Bayes under p_pre): matched = "
+                        "p_pre's own format (each demonstration x y δ from its task's start, exactly); ginc-id / "
+                        "ginc-ood = GINC's ID_sample / OOD_sample (needs --preset ginc); auto = ginc-id for "
+                        "--preset ginc, else matched")
+    g.add_argument("--ginc-params", default=None, metavar="reference|draw|PATH",
+                   help="--preset ginc: GINC's published parameters ('reference': "
+                        "../shared/data/ginc/ginc_reference.npz next to the repository, or $ICL_KERNEL_GINC_REFERENCE; "
+                        "or a PATH to such a file) or new ones drawn with GINC's construction ('draw', with -P seed=S; "
+                        "the default)")
     g.add_argument("--seeds", type=at.seed_list, default=[0, 1, 2, 3, 4], help="prompt seeds: list or range a:b")
     g.add_argument("--prompts", type=at.positive_int, default=200, help="prompts per seed")
-    g.add_argument("--length", "-l", type=at.positive_int, default=5, help="input length l of each x_i and x_test")
+    g.add_argument("--length", "-l", type=at.positive_int, default=None,
+                   help="input length l of each x_i and x_test (GINC: k - 1, its example length k = l + 1); "
+                        "default 5, or 2 (k = 3) for GINC's prompt laws")
     g.add_argument("--labels", type=at.int_list, default=None, metavar="Y1,Y2,...",
                    help="label token ids (default: the first --num-labels non-delimiter tokens)")
     g.add_argument("--num-labels", type=at.positive_int, default=4, help="size of the automatic label set")
@@ -107,13 +124,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--task", type=at.nonnegative_int, default=None,
                    help="fix the test task θ* (default: drawn from p0's task prior per prompt)")
     g = p.add_argument_group("estimators")
-    g.add_argument("--kernels", type=kernel_list, default=list(DEFAULT_KERNELS), metavar="'K1 K2 ...'",
+    g.add_argument("--kernels", type=kernel_list, default=None, metavar="'K1 K2 ...'",
                    help="kernels, space-separated: gram, pretrain, task, belief, predictive; options after a colon, "
-                        "e.g. 'belief:beta=20 gram:rtol=1e-8 pretrain:ridge=1e-6,mc_samples=50000'")
+                        "e.g. 'belief:beta=20 gram:rtol=1e-8 pretrain:ridge=1e-6,mc_samples=50000' (default: "
+                        f"{' '.join(DEFAULT_KERNELS)}; for GINC's prompt laws {' '.join(GINC_KERNELS)})")
     g.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="forward-pass precision")
     g.add_argument("--forward", choices=["auto", "factorised", "general"], default="auto",
                    help="Bayes pass: the restart factorisation (per-demonstration likelihoods, every n in one pass) "
-                        "where the HMM satisfies it, else the general prompt-long scan; 'general' forces the scan")
+                        "where the HMM satisfies it, else the general prompt-long scan; GINC's prompt laws use GINC's "
+                        "fast exact filter (config.json: forward = ginc); 'general' forces the scan")
     g.add_argument("--save-predictions", type=at.nonnegative_int, default=0, metavar="K",
                    help="also save the Bayes, Oracle and kernel vectors of the first K prompts")
     g = p.add_argument_group("run")
@@ -146,8 +165,9 @@ def config_from_args(args):
                        grid=tuple(args.grid[0]), curve=args.grid[1], seeds=tuple(args.seeds), prompts_per_seed=args.prompts,
                        length=args.length, labels=tuple(args.labels) if args.labels else "auto",
                        num_labels=args.num_labels, label_mode=args.label_mode, task=args.task,
-                       kernels=tuple(args.kernels), dtype=args.dtype, forward=args.forward, save_predictions=args.save_predictions,
-                       save_prompts=args.save_prompts)
+                       kernels=tuple(args.kernels) if args.kernels is not None else None, dtype=args.dtype,
+                       forward=args.forward, save_predictions=args.save_predictions,
+                       save_prompts=args.save_prompts, prompt_law=args.prompt_law, ginc_params=args.ginc_params)
 
 
 def run(args) -> int:
