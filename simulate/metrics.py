@@ -1,4 +1,4 @@
-"""Distances, agreement, bootstrap bands and rate fits (numpy; deterministic)."""
+"""Distances, agreement, correlations, NaN-aware means, bootstrap bands and rate fits (numpy; deterministic)."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,6 +18,72 @@ def argmax_agree(a, b):
     bad = ~(np.isfinite(a).all(-1) & np.isfinite(b).all(-1))
     eq = (np.argmax(np.nan_to_num(a, nan=-np.inf), -1) == np.argmax(np.nan_to_num(b, nan=-np.inf), -1)).astype(float)
     return np.where(bad, np.nan, eq)
+
+
+def predictor_metrics(pred, bayes, oracle) -> dict:
+    """Per-prompt scores of one predictor's label distribution (NaN where either side is not finite).
+
+    ``pred, bayes [P, G, |Y|]``, ``oracle [P, |Y|]`` → ``[P, G]`` each: ``l1_bayes``, ``l1_oracle``,
+    ``acc_oracle`` (argmax agreement with the Oracle), ``agree_bayes`` (argmax agreement with Bayes).
+    """
+    pred, bayes = np.asarray(pred, float), np.asarray(bayes, float)
+    oracle = np.asarray(oracle, float)[:, None]
+    return dict(l1_bayes=l1(pred, bayes), l1_oracle=l1(pred, oracle),
+                acc_oracle=argmax_agree(pred, oracle), agree_bayes=argmax_agree(pred, bayes))
+
+
+def column_means(x) -> np.ndarray:
+    """Mean over axis 0 with the non-finite entries left out (NaN where a column has none): ``[P, ...] -> [...]``."""
+    x = np.asarray(x, float)
+    ok = np.isfinite(x)
+    cnt = ok.sum(0)
+    return np.where(cnt > 0, np.where(ok, x, 0.0).sum(0) / np.maximum(cnt, 1), np.nan)
+
+
+def finite_mean(x) -> float:
+    """Mean of the finite entries of ``x`` (NaN when there are none)."""
+    x = np.asarray(x, float)
+    ok = np.isfinite(x)
+    cnt = int(ok.sum())
+    return float(np.where(ok, x, 0.0).sum() / cnt) if cnt else float("nan")
+
+
+def pearson_rows(a, b):
+    """Pearson correlation over the last axis, per row (NaN where either row is constant or not finite)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    a = a - a.mean(-1, keepdims=True)
+    b = b - b.mean(-1, keepdims=True)
+    den = np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 1e-300, (a * b).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def average_ranks(x):
+    """0-based ranks over the last axis, tied values sharing their mean rank (``scipy.stats.rankdata`` − 1)."""
+    x = np.asarray(x, float)
+    n = x.shape[-1]
+    order = np.argsort(x, axis=-1, kind="stable")
+    flat_s = np.take_along_axis(x, order, -1).reshape(-1, n)
+    flat_r = np.broadcast_to(np.arange(n, dtype=float), flat_s.shape).copy()
+    for r in range(flat_s.shape[0]):
+        i = 0
+        while i < n:
+            j = i
+            while j + 1 < n and flat_s[r, j + 1] == flat_s[r, i]:
+                j += 1
+            if j > i:
+                flat_r[r, i:j + 1] = (i + j) / 2.0
+            i = j + 1
+    out = np.empty_like(x)
+    np.put_along_axis(out, order, flat_r.reshape(x.shape), -1)
+    return out
+
+
+def spearman_rows(a, b, decimals: int = 12):
+    """Spearman correlation over the last axis, per row: Pearson of the average ranks of the values
+    rounded to ``decimals`` (values equal up to rounding are ties). NaN where a row is constant."""
+    return pearson_rows(average_ranks(np.round(np.asarray(a, float), decimals)),
+                        average_ranks(np.round(np.asarray(b, float), decimals)))
 
 
 def _ols_slopes(X, M):

@@ -1,6 +1,8 @@
-"""Position-aware baselines and position-controlled similarity on planted data (issue 12), and the
-exact McNemar test against scipy."""
+"""Position-aware baselines and position-controlled similarity on planted data, the reconstruction rules
+and position baselines shared by the real-data and synthetic checks, and the exact McNemar test against scipy."""
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
@@ -120,3 +122,104 @@ def test_kernel_like_verdicts_need_every_baseline_and_holm():
     r["head_vs_baselines"] = {k: {"mcnemar_p": p} for k, p in
                               zip(("last_label", "position_vote", "majority_vote", "constant"), (0.2, 1e-9, 1e-9, 1e-9))}
     assert kernel_like_verdicts([r]) == [(0.2, False)]
+
+
+# ---------------------------------------------------------------- the shared reconstruction rules and baselines
+
+
+def _planted_weights(seed=3, N=60, L=2, H=3, n=6, C=3):
+    rng = np.random.default_rng(seed)
+    w = rng.random((N, L, H, n))
+    w[0] = 0.0                                              # all-zero weights: every class ties
+    w[1, :, :, :] = 1.0                                     # equal weights: the label counts decide
+    labels = rng.integers(0, C, (N, n))
+    return rng, w, labels
+
+
+def test_reconstruction_rules_equal_a_direct_loop():
+    rng, w, labels = _planted_weights()
+    N, L, H, n = w.shape
+    C = 3
+    soft = A.reconstruct(w, labels, C, "soft")
+    hard = A.reconstruct(w, labels, C, "argmax")
+    assert soft.shape == (N, L, H, C) and hard.shape == (N, L, H)
+    for k, l, h in itertools.product(range(N), range(L), range(H)):
+        votes = [0.0] * C
+        for i in range(n):
+            votes[labels[k, i]] += w[k, l, h, i]
+        assert soft[k, l, h].tolist() == votes              # same order of summation: equal to the bit
+        assert hard[k, l, h] == votes.index(max(votes))     # ties to the lower class
+    # one prompt with its own labels [n] gives the same as the batched form
+    for k in range(3):
+        np.testing.assert_array_equal(A.reconstruct(w[k], labels[k], C), hard[k])
+        np.testing.assert_array_equal(A.reconstruct(w[k], labels[k], C, "soft"), soft[k])
+    # per-prompt weights without head axes
+    np.testing.assert_array_equal(A.reconstruct(w[:, 0, 0], labels, C, "soft"), soft[:, 0, 0])
+    with pytest.raises(ValueError, match="reconstruction rule 'vote'"):
+        A.reconstruct(w, labels, C, "vote")
+
+
+def test_shared_position_baselines_equal_a_direct_loop():
+    from scipy.stats import binomtest
+
+    rng, w, labels = _planted_weights(4)
+    N, L, H, n = w.shape
+    C = 3
+    sel, held = np.arange(0, N, 2), np.arange(1, N, 2)
+    pb = A.position_baselines(w, labels, C, sel)
+    # the profile: each head's mean weight per slot over the selection items, and its vote
+    for l, h, i in itertools.product(range(L), range(H), range(n)):
+        assert pb.profile[l, h, i] == pytest.approx(sum(w[k, l, h, i] for k in sel) / len(sel), rel=1e-12)
+    for k, l, h in itertools.product(range(N), range(L), range(H)):
+        votes = [sum(pb.profile[l, h, i] for i in range(n) if labels[k, i] == c) for c in range(C)]
+        assert pb.position_vote[k, l, h] == int(np.argmax(votes))
+    for k in range(N):
+        counts = [list(labels[k]).count(c) for c in range(C)]
+        assert pb.last_label[k] == labels[k, -1] and pb.majority[k] == counts.index(max(counts))
+    np.testing.assert_array_equal(pb.recon, A.reconstruct(w, labels, C))
+    target = rng.integers(0, C, N)
+    assert A.most_frequent(target[held], C) == max(range(C), key=lambda c: (list(target[held]).count(c), -c))
+    sc = A.score_baselines(pb, target, held, 1, 2, constant=1)
+    t = target[held]
+    head_ok = [pb.recon[k, 1, 2] == target[k] for k in held]
+    rivals = {"last_label": [pb.last_label[k] for k in held], "position_vote": [pb.position_vote[k, 1, 2] for k in held],
+              "majority_vote": [pb.majority[k] for k in held], "constant": [1] * len(held)}
+    assert list(sc.versus) == list(A.BASELINES)
+    for name, pred in rivals.items():
+        ok = [p == y for p, y in zip(pred, t)]
+        b = sum(a and not c for a, c in zip(head_ok, ok))
+        c = sum(c and not a for a, c in zip(head_ok, ok))
+        v = sc.versus[name]
+        assert v.agreement == pytest.approx(sum(ok) / len(ok)) and (v.only_head, v.only_baseline) == (b, c)
+        assert v.p_value == pytest.approx(1.0 if b + c == 0 else binomtest(b, b + c, 0.5).pvalue, rel=1e-12)
+    assert sc.head.head_agreement == pytest.approx(sum(head_ok) / len(held))
+    assert sc.head.position_agreement == sc.versus["position_vote"].agreement
+    for l, h in itertools.product(range(L), range(H)):
+        a = [pb.recon[k, l, h] == target[k] for k in held]
+        p = [pb.position_vote[k, l, h] == target[k] for k in held]
+        b = sum(x and not y for x, y in zip(a, p))
+        c = sum(y and not x for x, y in zip(a, p))
+        pv = 1.0 if b + c == 0 else binomtest(b, b + c, 0.5).pvalue
+        assert sc.kernel_like[l, h] == (sum(a) > sum(p) and pv < 0.05)
+        assert sc.head_agreement[l, h] == pytest.approx(sum(a) / len(held))
+        assert sc.position_vote_agreement[l, h] == pytest.approx(sum(p) / len(held))
+
+
+def test_report_position_baselines_are_the_shared_ones():
+    """The real-data report's results.json keys are read off the shared baselines."""
+    from llm_check.realdata.report import position_baselines
+
+    rng, w, labels = _planted_weights(5)
+    N, C = w.shape[0], 3
+    sel, held = np.arange(0, N, 2), np.arange(1, N, 2)
+    yhat, gold = rng.integers(0, C, N), rng.integers(0, C, N)
+    choice = A.select_head(A.head_accuracy(A.reconstruct(w, labels, C)[sel], yhat[sel]))
+    r = position_baselines(w, labels, yhat, gold, sel, held, choice, C)
+    pb = A.position_baselines(w, labels, C, sel)
+    sc = A.score_baselines(pb, yhat, held, choice.layer, choice.head, A.most_frequent(yhat[held], C))
+    assert r["reconstruction_rule"] == "argmax" and r["constant_fitted_on"] == "heldout"
+    for key, name in (("last_label_agreement_heldout", "last_label"), ("majority_vote_agreement_heldout", "majority_vote"),
+                      ("position_vote_agreement_heldout", "position_vote"), ("constant_agreement_heldout", "constant")):
+        assert r[key] == sc.versus[name].agreement
+    assert r["kernel_like_heads"] == int(sc.kernel_like.sum())
+    assert r["last_label_accuracy_heldout"] == pytest.approx(np.mean(labels[held, -1] == gold[held]))

@@ -53,14 +53,29 @@ def kernel_weights(rows: np.ndarray, x_spans: np.ndarray, y_spans: np.ndarray, b
     return out
 
 
-def reconstruct(weights: np.ndarray, demo_labels: np.ndarray, n_classes: int) -> np.ndarray:
-    r""":math:`\tilde y = \arg\max_y \sum_i a_i e(y_i)[y]` for every layer and head.
+RECONSTRUCTION_RULES = ("argmax", "soft")
 
-    ``weights[..., n]``, ``demo_labels[n]`` -> ``[...]`` int. Ties go to the lower class index
-    (``np.argmax``); with all-zero weights that is class 0.
+
+def reconstruct(weights: np.ndarray, demo_labels: np.ndarray, n_classes: int, rule: str = "argmax") -> np.ndarray:
+    r"""The label a head's demonstration weights vote for, by one of two named rules.
+
+    ``soft``: the weighted label distribution :math:`\sum_i a_i e(y_i)` ``[..., C]`` (a distribution
+    when the weights sum to 1). ``argmax``: :math:`	ilde y = rg\max_y \sum_i a_i e(y_i)[y]`
+    ``[...]`` int, ties to the lower class index (``np.argmax``; all-zero weights give class 0).
+
+    ``weights[..., n]`` with ``demo_labels[n]`` (one prompt; any leading axes, e.g. ``[L, H, n]``), or
+    ``weights[N, ..., n]`` with ``demo_labels[N, n]`` (N prompts, each with its own labels). The sum
+    over the demonstrations runs in order i = 1..n for both rules.
     """
-    onehot = np.eye(n_classes)[np.asarray(demo_labels)]
-    return np.argmax(np.asarray(weights) @ onehot, axis=-1)
+    if rule not in RECONSTRUCTION_RULES:
+        raise ValueError(f"reconstruction rule {rule!r}; expected one of {RECONSTRUCTION_RULES}")
+    labels = np.asarray(demo_labels)
+    w = np.asarray(weights, np.float64)
+    onehot = (labels[..., None] == np.arange(n_classes)).astype(np.float64)       # labels.shape + (C,)
+    lead = labels.ndim - 1
+    onehot = onehot.reshape(onehot.shape[:lead] + (1,) * (w.ndim - labels.ndim) + onehot.shape[lead:])
+    soft = (w[..., None] * onehot).sum(-2)
+    return soft if rule == "soft" else np.argmax(soft, axis=-1)
 
 
 def head_accuracy(recon: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -204,7 +219,8 @@ def bootstrap_ci(correct: np.ndarray) -> tuple[float, float]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Position-aware baselines (issue 12): what a head must beat to count as a *similarity* kernel.
+# Position-aware baselines: what a head must beat to count as a *similarity* kernel. Shared by the
+# real-data report (llm_check.realdata.report) and transformer-check (llm_check.synthetic).
 
 
 def last_label(demo_labels: np.ndarray) -> np.ndarray:
@@ -251,6 +267,94 @@ def head_vs_position(recon: np.ndarray, pos_vote: np.ndarray, target: np.ndarray
     only_a, only_b, p = mcnemar_exact(a, b)
     return HeadVsPosition(float(a.mean()), float(b.mean()), only_a, only_b, p,
                           bool(a.mean() > b.mean() and p < alpha))
+
+
+def most_frequent(labels: np.ndarray, n_classes: int) -> int:
+    """The most frequent class of ``labels[N]`` (ties to the lower class)."""
+    return int(np.bincount(np.asarray(labels), minlength=n_classes).argmax())
+
+
+class PositionBaselines(NamedTuple):
+    """Every head's vote beside the content-free predictions it must beat, on N items (class indices).
+
+    Attributes:
+        recon: ``[N, L, H]`` each head's vote, :func:`reconstruct` with ``rule="argmax"``.
+        profile: ``[L, H, n]`` each head's mean weight per demonstration position over the selection items.
+        position_vote: ``[N, L, H]`` the vote of that profile (the slot, not the content).
+        last_label: ``[N]`` the last demonstration's label.
+        majority: ``[N]`` the most frequent demonstration label.
+    """
+
+    recon: np.ndarray
+    profile: np.ndarray
+    position_vote: np.ndarray
+    last_label: np.ndarray
+    majority: np.ndarray
+
+
+def position_baselines(weights: np.ndarray, demo_labels: np.ndarray, n_classes: int,
+                       select: np.ndarray) -> PositionBaselines:
+    """``weights[N, L, H, n]`` per-demonstration weights, ``demo_labels[N, n]``, ``select`` the items the
+    position profile is estimated on."""
+    w = np.asarray(weights, np.float64)
+    labels = np.asarray(demo_labels)
+    profile = position_profile(w[select])
+    return PositionBaselines(reconstruct(w, labels, n_classes, "argmax"), profile,
+                             position_vote(profile, labels, n_classes), last_label(labels),
+                             majority_label(labels, n_classes))
+
+
+BASELINES = ("last_label", "position_vote", "majority_vote", "constant")
+
+
+class BaselineVs(NamedTuple):
+    """One baseline against the chosen head on the held-out items: its agreement with the target and
+    the exact McNemar test of the paired outcomes (b: only the head agrees; c: only the baseline)."""
+
+    agreement: float
+    only_head: int
+    only_baseline: int
+    p_value: float
+
+
+class BaselineScores(NamedTuple):
+    """The chosen head and every baseline against one target on the held-out items.
+
+    Attributes:
+        head: the chosen head against its own position-only vote (:class:`HeadVsPosition`).
+        versus: baseline name (:data:`BASELINES`) → :class:`BaselineVs`.
+        constant: the class the ``constant`` baseline predicts.
+        kernel_like: ``[L, H]`` bool, each head's :func:`head_vs_position` verdict against its own vote.
+        head_agreement: ``[L, H]`` each head's vote's agreement with the target.
+        position_vote_agreement: ``[L, H]`` each head's position-only vote's agreement with the target.
+    """
+
+    head: HeadVsPosition
+    versus: dict
+    constant: int
+    kernel_like: np.ndarray
+    head_agreement: np.ndarray
+    position_vote_agreement: np.ndarray
+
+
+def score_baselines(pb: PositionBaselines, target: np.ndarray, held: np.ndarray, layer: int, head: int,
+                    constant: int) -> BaselineScores:
+    """Score head (``layer``, ``head``) and the baselines of ``pb`` against ``target[N]`` on the items
+    ``held``; ``constant`` is the class of the constant baseline (see :func:`most_frequent`)."""
+    t = np.asarray(target)[held]
+    recon, pv = pb.recon[held], pb.position_vote[held]
+    L, H = recon.shape[1:]
+    head_ok = recon[:, layer, head] == t
+    rivals = {"last_label": pb.last_label[held], "position_vote": pv[:, layer, head],
+              "majority_vote": pb.majority[held], "constant": np.full(len(t), constant)}
+    versus = {}
+    for name, pred in rivals.items():
+        b, c, p = mcnemar_exact(head_ok, pred == t)
+        versus[name] = BaselineVs(follow_rate(t, pred), b, c, p)
+    kernel_like = np.array([[head_vs_position(recon[:, i, j], pv[:, i, j], t).kernel_like for j in range(H)]
+                            for i in range(L)], dtype=bool).reshape(L, H)
+    return BaselineScores(head_vs_position(recon[:, layer, head], pv[:, layer, head], t), versus, int(constant),
+                          kernel_like, head_accuracy(recon, t), head_accuracy(pv, t))
 
 
 def _per_head_sim(sim: np.ndarray, L: int, H: int) -> np.ndarray:

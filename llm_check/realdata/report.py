@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -69,15 +70,45 @@ def read_records(rf: RunFolder) -> list[dict]:
                              "delete the run folder's prompts.jsonl and rerun the command") from None
 
 
-def load_run(rf: RunFolder):
-    """(config, run_info, prompts [N], records [N], gold [N], rows [N][L, H, S_i], label logits [N, C], top [N])."""
+class LoadedRun(NamedTuple):
+    """What an llm-check run folder holds, read back (N prompts, L layers, H heads, C classes).
+
+    Attributes:
+        config: the run's :class:`llm_check.realdata.config.LLMCheckConfig`.
+        info: ``run_info.json`` (task, label words and ids, probe offsets, timings).
+        prompts: ``[N]`` prompt layouts (spans, demonstration labels).
+        records: ``[N]`` ``prompts.jsonl`` records.
+        gold: ``[N]`` gold class of each test item.
+        rows: ``[N]`` last-token attention rows ``[L, H, S_i]``.
+        logits: ``[N, C]`` label-word logits.
+        top: ``[N]`` the top next token.
+        singles: ``singles.npz`` (similarities, embeddings of the held-out items) or None.
+        probes: ``probes.json`` or None.
+    """
+
+    config: object
+    info: dict
+    prompts: list
+    records: list
+    gold: np.ndarray
+    rows: list
+    logits: np.ndarray
+    top: np.ndarray
+    singles: dict | None
+    probes: dict | None
+
+
+def load_run(rf: RunFolder) -> LoadedRun:
+    """Read a run folder's prompts, passes and optional extras (checksums verified)."""
     cfg = config_from_dict(rf.config())
     info = rf.read_json("run_info.json")
     recs = read_records(rf)
     prompts = [prompt_from_record(r) for r in recs]
     gold = np.array([r["gold"] for r in recs])
     rows, logits, top = load_chunks(rf, len(prompts))
-    return cfg, info, prompts, recs, gold, rows, logits, top
+    singles = dict(rf.load_npz("singles.npz")) if (rf.is_done("singles.npz") or rf.exists("singles.npz")) else None
+    probes = rf.read_json("probes.json") if rf.exists("probes.json") else None
+    return LoadedRun(cfg, info, prompts, recs, gold, rows, logits, top, singles, probes)
 
 
 def first_label_token(y_spans: np.ndarray) -> np.ndarray:
@@ -112,43 +143,36 @@ def _fig(rf: RunFolder, rel: str, fn, *args) -> None:
 
 def position_baselines(weights: np.ndarray, demo_labels: np.ndarray, yhat: np.ndarray, gold: np.ndarray,
                        sel: np.ndarray, held: np.ndarray, choice, C: int) -> dict:
-    """Last-demonstration label, position-only vote (profile from the selection items), majority,
-    constant; the chosen head against its position-only vote (McNemar, held out); and per head the
-    number of heads whose held-out agreement beats their own position-only vote with p < 0.05."""
-    profile = A.position_profile(weights[sel])                         # [L, H, n]
-    pv = A.position_vote(profile, demo_labels, C)                      # [N, L, H]
-    recon = np.argmax(np.einsum("nlhi,nic->nlhc", weights, np.eye(C)[demo_labels]), axis=-1)   # [N, L, H]
-    last = A.last_label(demo_labels)
-    maj = A.majority_label(demo_labels, C)
+    """The shared position baselines (:func:`llm_check.realdata.analysis.position_baselines`: last
+    demonstration's label, position-only vote with its profile from the selection items, majority,
+    constant) against ŷ on the held-out items, as ``results.json`` keys: their agreement with ŷ and
+    accuracy, the chosen head against each (exact McNemar), and the number of heads whose held-out
+    agreement beats their own position-only vote with p < 0.05. The constant is ŷ's most frequent
+    class on the held-out items (the best constant in hindsight)."""
+    pb = A.position_baselines(weights, demo_labels, C, sel)
     l, h = choice.layer, choice.head
-    hv = A.head_vs_position(recon[held, l, h], pv[held, l, h], yhat[held])
-    L, H = profile.shape[:2]
-    kernel_like = [[A.head_vs_position(recon[held, a, b], pv[held, a, b], yhat[held]).kernel_like for b in range(H)]
-                   for a in range(L)]
-    const = int(np.bincount(yhat[held], minlength=C).argmax())
-    head_ok = recon[held, l, h] == yhat[held]
-    rivals = {"last_label": last[held], "position_vote": pv[held, l, h], "majority_vote": maj[held],
-              "constant": np.full(len(held), const)}
-    vs = {}
-    for name, pred in rivals.items():
-        b, c, p = stats.mcnemar_exact(head_ok, pred == yhat[held])
-        vs[name] = {"agreement": A.follow_rate(yhat[held], pred), "only_head_agrees": b,
-                    "only_baseline_agrees": c, "mcnemar_p": p}
+    sc = A.score_baselines(pb, yhat, held, l, h, A.most_frequent(yhat[held], C))
+    hv = sc.head
+    vs = {name: {"agreement": v.agreement, "only_head_agrees": v.only_head, "only_baseline_agrees": v.only_baseline,
+                 "mcnemar_p": v.p_value} for name, v in sc.versus.items()}
+    L, H = pb.profile.shape[:2]
     return {
         "head_vs_baselines": vs,
         "last_label_agreement_heldout": vs["last_label"]["agreement"],
-        "last_label_accuracy_heldout": A.follow_rate(gold[held], last[held]),
+        "last_label_accuracy_heldout": A.follow_rate(gold[held], pb.last_label[held]),
         "position_vote_agreement_heldout": hv.position_agreement,
-        "position_vote_accuracy_heldout": A.follow_rate(gold[held], pv[held, l, h]),
-        "position_profile_chosen_head": profile[l, h].tolist(),
+        "position_vote_accuracy_heldout": A.follow_rate(gold[held], pb.position_vote[held, l, h]),
+        "position_profile_chosen_head": pb.profile[l, h].tolist(),
         "majority_vote_agreement_heldout": vs["majority_vote"]["agreement"],
-        "majority_vote_accuracy_heldout": A.follow_rate(gold[held], maj[held]),
+        "majority_vote_accuracy_heldout": A.follow_rate(gold[held], pb.majority[held]),
         "constant_agreement_heldout": vs["constant"]["agreement"],
+        "constant_fitted_on": "heldout",
+        "reconstruction_rule": "argmax",
         "head_vs_position": {"head_agreement": hv.head_agreement, "position_agreement": hv.position_agreement,
                              "only_head_agrees": hv.only_head, "only_position_agrees": hv.only_position,
                              "mcnemar_p": hv.p_value, "kernel_like": hv.kernel_like},
-        "kernel_like_heads": int(np.sum(kernel_like)),
-        "kernel_like_heads_at": [[a, b] for a in range(L) for b in range(H) if kernel_like[a][b]],
+        "kernel_like_heads": int(sc.kernel_like.sum()),
+        "kernel_like_heads_at": [[a, b] for a in range(L) for b in range(H) if sc.kernel_like[a, b]],
         "heads": int(L * H),
     }
 
@@ -177,19 +201,44 @@ def similarity_without_position(wp: np.ndarray, s: dict, choice) -> tuple[dict, 
     return maps, out
 
 
-def compute(rf: RunFolder) -> dict:
-    """All numbers of the run; also writes the per-head CSVs, figures, tables and report."""
-    cfg, info, prompts, recs, gold, rows, logits, top = load_run(rf)
+class Analysis(NamedTuple):
+    """Every number of a run, before anything is written (L layers, H heads, T aligned positions).
+
+    Attributes:
+        results: ``results.json`` (JSON-ready).
+        agreement, accuracy: ``[L, H]`` the paper's reconstruction ỹ against ŷ and against gold, all items.
+        agreement_heldout: ``[L, H]`` ỹ against ŷ on the held-out items.
+        fig2_map: ``[L, T]`` aligned attention averaged over heads and the prompts of the modal layout.
+        fig2_codes: ``[T]`` what each aligned position is (see :func:`llm_check.realdata.analysis.aligned_map`).
+        sim_corr: ``[L, H]`` attention vs the Eq. 9 similarity (None without ``singles.npz``).
+        position_maps: similarity name → (r before, r within position), each ``[L, H]`` (None without singles).
+        title: the figures' title.
+    """
+
+    results: dict
+    agreement: np.ndarray
+    accuracy: np.ndarray
+    agreement_heldout: np.ndarray
+    fig2_map: np.ndarray
+    fig2_codes: np.ndarray
+    sim_corr: np.ndarray | None
+    position_maps: dict | None
+    title: str
+
+
+def analyse(run: LoadedRun) -> Analysis:
+    """All numbers of a run (pure: reads nothing, writes nothing)."""
+    cfg, info, prompts, recs, gold, rows = run.config, run.info, run.prompts, run.records, run.gold, run.rows
     C = len(info["label_words"])
     N = len(prompts)
-    yhat = logits.argmax(1)
-    in_label_space = np.isin(top, info["label_ids"])
+    yhat = run.logits.argmax(1)
+    in_label_space = np.isin(run.top, info["label_ids"])
     sel, held = A.selection_split(N, cfg.n_select, cfg.n_heldout)
     L, H = rows[0].shape[:2]
     n = cfg.n
     full = [i for i, p in enumerate(prompts) if len(p.demo_labels) == n]
     if len(full) < N:
-        raise RunFolderError(f"{N - len(full)} prompts of {rf.path} lost demonstrations (--shorten); the "
+        raise RunFolderError(f"{N - len(full)} prompts lost demonstrations (--shorten); the "
                              "position-aware analysis needs all n demonstrations in every prompt")
     demo_labels = np.stack([p.demo_labels for p in prompts])          # [N, n]
 
@@ -198,7 +247,7 @@ def compute(rf: RunFolder) -> dict:
         rc = np.zeros((N, L, H), np.int64)
         for i, p in enumerate(prompts):
             w = A.kernel_weights(rows[i], p.x_spans, first_label_token(p.y_spans), p.block_spans, mode, span, sink)
-            rc[i] = A.reconstruct(w, p.demo_labels, C)
+            rc[i] = A.reconstruct(w, p.demo_labels, C, "argmax")
         recon[name] = rc
     weights = np.stack([paper_weights(rows[i], p) for i, p in enumerate(prompts)])   # [N, L, H, n]
     paper = VARIANTS[0][0]
@@ -247,10 +296,9 @@ def compute(rf: RunFolder) -> dict:
                          "best_agreement_all": float(A.head_accuracy(recon[name], yhat).max())})
     res["variants"] = variants
 
-    title = f"{cfg.model} on {info['task']}, n={n}"
-    corr = None
-    if rf.is_done("singles.npz") or rf.exists("singles.npz"):
-        s = rf.load_npz("singles.npz")
+    corr = maps = None
+    if run.singles is not None:
+        s = run.singles
         items = s["items"]
         wp = weights[items]                                  # [Nh, L, H, n]
         corr = A.pearson_per_head(wp, s["sim"])
@@ -265,17 +313,9 @@ def compute(rf: RunFolder) -> dict:
         res["kr_lm_hidden_accuracy"] = float(np.mean(kr_h == g))
         res["kr_items"] = int(len(items))
         maps, res["similarity_without_position"] = similarity_without_position(wp, s, choice)
-        rf.write_bytes("fig4_sim_corr.csv", _csv_bytes(corr))
-        _fig(rf, "fig_position_removed.png", figures.position_maps, maps, title + f" ({len(items)} held-out prompts)",
-             (choice.layer, choice.head))
-    probes = None
-    if rf.exists("probes.json"):
-        probes = rf.read_json("probes.json")
+    if run.probes is not None:
         res["probe_best"] = {k: {"accuracy": float(np.max(v)), "offset": info["probe_offsets"][
-            int(np.unravel_index(np.argmax(v), np.shape(v))[2])]} for k, v in probes["accuracy"].items()}
-    rf.write_bytes("fig3_agreement.csv", _csv_bytes(agree_all))
-    rf.write_bytes("fig3_accuracy.csv", _csv_bytes(acc_all))
-    rf.write_bytes("fig3_agreement_heldout.csv", _csv_bytes(agree_held))
+            int(np.unravel_index(np.argmax(v), np.shape(v))[2])]} for k, v in run.probes["accuracy"].items()}
 
     # Fig. 2 data: aligned map averaged over items whose layout has the modal length.
     maps2, codes_list = [], []
@@ -287,20 +327,44 @@ def compute(rf: RunFolder) -> dict:
     modal = int(np.bincount(lens).argmax())
     keep = [i for i in range(N) if lens[i] == modal]
     avg = np.mean([maps2[i] for i in keep], axis=0)
-    codes = codes_list[keep[0]]
     res["fig2_items"] = len(keep)
-    rf.write_bytes("fig2_map.npy", _npy_bytes(avg))
+    return Analysis(res, agree_all, acc_all, agree_held, avg, codes_list[keep[0]], corr, maps,
+                    f"{cfg.model} on {info['task']}, n={n}")
 
-    _fig(rf, "fig2_attention_map.png", figures.fig2, avg, codes, title + f" ({len(keep)} prompts)")
-    _fig(rf, "fig3_reconstruction.png", figures.fig3, agree_all, acc_all, title + f" ({N} prompts)",
-         (choice.layer, choice.head))
-    if corr is not None:
-        _fig(rf, "fig4_similarity.png", figures.fig4, corr, title + f" ({res['kr_items']} prompts)")
-    if probes is not None:
-        _fig(rf, "fig5_probes.png", figures.fig5, probes, info["probe_offsets"], title + f" ({probes['n_items']} prompts)")
+
+def write(rf: RunFolder, run: LoadedRun, an: Analysis) -> None:
+    """Write an analysis into its run folder: per-head CSVs, figures, ``results.json``, ``report.md``."""
+    res, title, info = an.results, an.title, run.info
+    choice = (res["chosen_head"]["layer"], res["chosen_head"]["head"])
+    if an.sim_corr is not None:
+        rf.write_bytes("fig4_sim_corr.csv", _csv_bytes(an.sim_corr))
+        _fig(rf, "fig_position_removed.png", figures.position_maps, an.position_maps,
+             title + f" ({res['kr_items']} held-out prompts)", choice)
+    rf.write_bytes("fig3_agreement.csv", _csv_bytes(an.agreement))
+    rf.write_bytes("fig3_accuracy.csv", _csv_bytes(an.accuracy))
+    rf.write_bytes("fig3_agreement_heldout.csv", _csv_bytes(an.agreement_heldout))
+    rf.write_bytes("fig2_map.npy", _npy_bytes(an.fig2_map))
+    _fig(rf, "fig2_attention_map.png", figures.fig2, an.fig2_map, an.fig2_codes, title + f" ({res['fig2_items']} prompts)")
+    _fig(rf, "fig3_reconstruction.png", figures.fig3, an.agreement, an.accuracy, title + f" ({res['n_items']} prompts)",
+         choice)
+    if an.sim_corr is not None:
+        _fig(rf, "fig4_similarity.png", figures.fig4, an.sim_corr, title + f" ({res['kr_items']} prompts)")
+    if run.probes is not None:
+        _fig(rf, "fig5_probes.png", figures.fig5, run.probes, info["probe_offsets"],
+             title + f" ({run.probes['n_items']} prompts)")
     rf.write_json("results.json", res)
-    rf.write_text("report.md", markdown(res, cfg, info))
-    return res
+    rf.write_text("report.md", markdown(res, run.config, info))
+
+
+def compute(rf: RunFolder) -> dict:
+    """Read a run folder, compute every number (:func:`analyse`), write the files (:func:`write`); the results."""
+    run = load_run(rf)
+    try:
+        an = analyse(run)
+    except RunFolderError as exc:
+        raise RunFolderError(f"{rf.path}: {exc}") from None
+    write(rf, run, an)
+    return an.results
 
 
 def table2_rows(res: dict) -> list[tuple[str, str]]:
@@ -406,27 +470,28 @@ def markdown(res: dict, cfg, info: dict) -> str:
 
 
 def fixed_head_scores(rf: RunFolder, layer: int, head: int) -> dict:
-    """The paper's reconstruction at one given head over all items of a run, beside that head's
-    position-only vote (profile from the same items), the last label and the majority vote."""
-    cfg, info, prompts, recs, gold, rows, logits, top = load_run(rf)
-    C = len(info["label_words"])
-    L, H = rows[0].shape[:2]
+    """The paper's reconstruction at one given head over all items of a run, beside the shared position
+    baselines of that head (position-only vote with its profile from the same items, last label, majority)."""
+    run = load_run(rf)
+    C = len(run.info["label_words"])
+    L, H = run.rows[0].shape[:2]
     if not (0 <= layer < L and 0 <= head < H):
         raise RunFolderError(f"--fixed-head {layer},{head} is outside the model of {rf.path} "
                              f"({L} layers, {H} heads, 0-based)")
-    yhat = logits.argmax(1)
-    demo_labels = np.stack([p.demo_labels for p in prompts])
-    w = np.stack([paper_weights(rows[i][layer:layer + 1, head:head + 1], p)[0, 0] for i, p in enumerate(prompts)])
-    rc = np.argmax(np.einsum("ni,nic->nc", w, np.eye(C)[demo_labels]), axis=-1)
-    pv = A.position_vote(A.position_profile(w[:, None, None, :]), demo_labels, C)[:, 0, 0]
-    hv = A.head_vs_position(rc, pv, yhat)
+    yhat, gold = run.logits.argmax(1), run.gold
+    demo_labels = np.stack([p.demo_labels for p in run.prompts])
+    w = np.stack([paper_weights(run.rows[i][layer:layer + 1, head:head + 1], p) for i, p in enumerate(run.prompts)])
+    every = np.arange(len(run.prompts))
+    pb = A.position_baselines(w, demo_labels, C, every)                 # one head: [N, 1, 1, n]
+    sc = A.score_baselines(pb, yhat, every, 0, 0, A.most_frequent(yhat, C))
+    rc = pb.recon[:, 0, 0]
     return {"agreement": float(np.mean(rc == yhat)), "accuracy": float(np.mean(rc == gold)),
-            "icl_accuracy": float(np.mean(yhat == gold)), "n_items": len(prompts),
-            "position_vote_agreement": hv.position_agreement, "mcnemar_p": hv.p_value,
-            "last_label_agreement": A.follow_rate(yhat, A.last_label(demo_labels)),
-            "majority_vote_agreement": A.follow_rate(yhat, A.majority_label(demo_labels, C)),
-            "_yhat": yhat, "_sources": [r["source"] for r in recs],
-            "_demo_sets": [sorted(r["demo_indices"]) for r in recs]}
+            "icl_accuracy": float(np.mean(yhat == gold)), "n_items": len(run.prompts),
+            "position_vote_agreement": sc.head.position_agreement, "mcnemar_p": sc.head.p_value,
+            "last_label_agreement": sc.versus["last_label"].agreement,
+            "majority_vote_agreement": sc.versus["majority_vote"].agreement,
+            "_yhat": yhat, "_sources": [r["source"] for r in run.records],
+            "_demo_sets": [sorted(r["demo_indices"]) for r in run.records]}
 
 
 def _png_bytes(fn, *args) -> bytes:

@@ -1,8 +1,12 @@
-r"""A GPT-J pretrained on p_pre, scored on a sweep's prompts against exact Bayes, the Oracle and the kernels.
+r"""A GPT-J pretrained on p_pre, scored on a sweep's prompts as one more predictor beside exact Bayes,
+the Oracle and the kernels.
 
 ``run_transformer_check(config, run_dir)`` reads a ``pretrain`` run folder (the model) and a
-``sweep`` run folder (its HMM, labels, grid and ``prompts/seed_S.npz``), so the transformer, exact
-Bayes and every kernel are scored on the *same* prompts. The model reads ``BOS x_1 y_1 δ … x_n y_n δ
+``sweep`` run folder (its HMM, labels, grid and ``prompts/seed_S.npz``). Exact Bayes, the Oracle,
+every kernel's estimate ŷ_n and every kernel weight K(x_test, x_i) come from the simulator's
+evaluator (:func:`simulate.evaluator.make_evaluator` / :func:`~simulate.evaluator.evaluate_prompts`,
+float64, the general forward scan) on those prompts, and every predictor is scored by the same
+functions (:func:`simulate.metrics.predictor_metrics`). The model reads ``BOS x_1 y_1 δ … x_n y_n δ
 x_test`` (a prefix of a p_pre document, as in training) and
 
 * its next-token distribution at the last x_test token, renormalised over the label set Y, is
@@ -12,18 +16,21 @@ x_test`` (a prefix of a p_pre document, as in training) and
   demonstration's label y_i, at the delimiter after it, and summed over its span [x_i, y_i, δ],
   normalised over the demonstrations, and compared with each kernel's normalised weights
   K(x_test, x_i) / Σ_j K(x_test, x_j): mean per-prompt Pearson and Spearman correlation and the L1
-  distance between the two weight vectors; the reconstruction ỹ = Σ_i a_i e(y_i) is scored against
-  the transformer's own prediction and against Bayes. Heads are selected on one half of the
-  prompts (even positions) and reported on the other half (odd positions), as in the paper's §5.5;
+  distance between the two weight vectors; the reconstruction ỹ = Σ_i a_i e(y_i)
+  (:func:`llm_check.realdata.analysis.reconstruct`, rule ``soft``) is scored against the
+  transformer's own prediction and against Bayes. Heads are selected on one half of the prompts
+  (even positions) and reported on the other half (odd positions), as in the paper's §5.5;
 * baselines beside every number: uniform weights (the label-frequency estimator), the kernel's
   weights shuffled within each prompt, and a head drawn at random;
-* position controls (issue 12, the same functions as on SmolLM2, :mod:`llm_check.realdata.analysis`): per read,
-  the head whose vote argmax ỹ agrees most with the transformer's argmax on the even prompts, beside
-  the last demonstration's label, its position-only vote (each slot weighted by that head's mean
-  attention there over the even prompts), the majority label and a constant, all against the
-  transformer's and Bayes' argmax on the odd prompts, with an exact McNemar test of head vs position
-  vote; and for every head and kernel the pooled correlation of attention with the kernel's
-  normalised weights before and after removing position, with a within-position permutation p-value.
+* position controls, with the real-data check's position baselines
+  (:func:`llm_check.realdata.analysis.position_baselines`): per read, the head whose vote
+  (reconstruction rule ``argmax``) agrees most with the transformer's argmax on the even prompts,
+  beside the last demonstration's label, its position-only vote (each slot weighted by that head's
+  mean attention there over the even prompts), the majority label and a constant (the target's most
+  frequent class on the even prompts), all against the transformer's and Bayes' argmax on the odd
+  prompts, with exact McNemar tests of the head against each; and for every head and kernel the
+  pooled correlation of attention with the kernel's normalised weights before and after removing
+  position, with a within-position permutation p-value.
 
 Run folder (through :mod:`icl_kernel.runfolder`)::
 
@@ -44,18 +51,17 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 from icl_kernel.errors import UserError
 from icl_kernel.runfolder import RunFolder, open_existing
-from llm_check.realdata import analysis as A
-from llm_check.synthetic import train
-from llm_check.synthetic import plots
 from llm_check.models import forward
-from simulate.evaluator import MatrixKernel, prepare_kernels
-from simulate.forward import hmm_arrays, prompt_tokens, sweep_bayes
+from llm_check.realdata import analysis as ra
+from llm_check.synthetic import plots, train
+from simulate import metrics
+from simulate.evaluator import Evaluation, PreparedKernels, evaluate_prompts, make_evaluator, prepare_kernels
+from simulate.forward import prompt_tokens
 from simulate.sampling import Prompts
 from simulate.sweep import load_prompts, load_run_hmm
 from theory import kernels as tk
@@ -63,14 +69,19 @@ from theory.hmm import HMM
 
 COMMAND = "transformer-check"
 READS = ("label", "delim", "span")
+SCORING_DTYPE = "float64"           # the evaluator's precision for Bayes, the Oracle and the kernels
+SCORING_FORWARD = "general"         # its Bayes pass (the prompt-long scan)
+EVAL_CHUNK = 256                    # prompts per evaluator batch
 
 
 class TransformerCheckError(UserError):
     """An unusable model/sweep pair or option (one-line message)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckConfig:
+    """What the user asks for: the two run folders and the options of ``icl-kernel transformer-check``."""
+
     model_run: str
     sweep_run: str
     kernels: tuple | None = None      # default: the sweep's kernels
@@ -120,115 +131,91 @@ def attention_reads(rows, pos: DemoPositions) -> np.ndarray:
 # ------------------------------------------------------------------ comparisons
 
 
-def _pearson(a, b):
-    """Per-row Pearson correlation over the last axis (NaN where either row is constant)."""
-    a = a - a.mean(-1, keepdims=True)
-    b = b - b.mean(-1, keepdims=True)
-    den = np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 1e-300, (a * b).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
-
-
-def _ranks(x):
-    """Average ranks over the last axis (ties share their mean rank), like scipy.stats.rankdata."""
-    x = np.asarray(x, float)
-    order = np.argsort(x, axis=-1, kind="stable")
-    sx = np.take_along_axis(x, order, -1)
-    n = x.shape[-1]
-    ranks_sorted = np.broadcast_to(np.arange(n, dtype=float), x.shape).copy()
-    # average over runs of ties
-    flat_s = sx.reshape(-1, n)
-    flat_r = ranks_sorted.reshape(-1, n)
-    for r in range(flat_s.shape[0]):
-        i = 0
-        while i < n:
-            j = i
-            while j + 1 < n and flat_s[r, j + 1] == flat_s[r, i]:
-                j += 1
-            if j > i:
-                flat_r[r, i:j + 1] = (i + j) / 2.0
-            i = j + 1
-    out = np.empty_like(x)
-    np.put_along_axis(out, order, flat_r.reshape(x.shape), -1)
-    return out
-
-
-def compare_weights(att, ker):
-    """Per-prompt Pearson, Spearman and L1 between weight vectors ``att [..., n]`` and ``ker [..., n]``."""
+def compare_weights(att, ker) -> dict:
+    """Per-prompt Pearson, Spearman and L1 between weight vectors ``att [..., n]`` and ``ker [..., n]``
+    (:mod:`simulate.metrics`; NaN where a row is constant or not finite)."""
     att = np.asarray(att, float)
     ker = np.broadcast_to(np.asarray(ker, float), att.shape)
     # Ranks of values equal up to rounding (identical x_i give identical weights) are ties.
-    return dict(pearson=_pearson(att, ker), spearman=_pearson(_ranks(np.round(att, 12)), _ranks(np.round(ker, 12))),
-                l1=np.abs(att - ker).sum(-1))
-
-
-def reconstruct(weights, label_idx, num_labels: int):
-    """ỹ = Σ_i a_i e(y_i): ``weights [..., n]``, ``label_idx [P, n]`` → ``[..., |Y|]``."""
-    onehot = (np.asarray(label_idx)[..., None] == np.arange(num_labels)).astype(float)   # [P, n, Y]
-    w = np.asarray(weights, float)
-    extra = w.ndim - onehot.ndim + 1
-    oh = onehot.reshape(onehot.shape[:1] + (1,) * (extra) + onehot.shape[1:])
-    return (w[..., None] * oh).sum(-2)
+    return dict(pearson=metrics.pearson_rows(att, ker), spearman=metrics.spearman_rows(att, ker),
+                l1=metrics.l1(att, ker))
 
 
 def normalised(k):
+    """Weights ``[..., n]`` divided by their sum over the last axis."""
     k = np.asarray(k, float)
     return k / k.sum(-1, keepdims=True)
 
 
-def kernel_values(hmm: HMM, prepared, demos_x, x_test, task) -> np.ndarray:
-    """K(x_test, x_i) for every prepared kernel: ``[P, k, N]`` float64 (as the evaluator computes them)."""
-    out = []
-    phi = None
-    for k in prepared.kernels:
-        if isinstance(k, MatrixKernel):
-            if phi is None:
-                phi = (tk.operator_features(hmm, x_test, prepared.blocks), tk.operator_features(hmm, demos_x, prepared.blocks))
-            phi_t, phi_d = phi
-            u = np.einsum("pf,pfg->pg", phi_t, k.inverses[task]) if k.per_task else phi_t @ k.inverses[0]
-            out.append(np.einsum("pf,pnf->pn", u, phi_d))
-        else:
-            fn = tk.belief_features if k.spec.name == "belief" else tk.predictive_features
-            out.append(tk.kernel_values_vector(fn(hmm, x_test), fn(hmm, demos_x), k.spec.beta))
-    return np.stack(out, axis=1)
+# ------------------------------------------------------------------ the evaluator's numbers
+
+
+def _scoring_evaluator(hmm: HMM, prepared: PreparedKernels, labels, grid):
+    return make_evaluator(hmm, prepared, labels, tuple(int(n) for n in grid), SCORING_DTYPE, forward=SCORING_FORWARD)
+
+
+def evaluate(hmm: HMM, prepared: PreparedKernels, pr: Prompts, labels, grid, chunk: int = EVAL_CHUNK) -> Evaluation:
+    """Bayes, the Oracle and every kernel's ŷ_n on the prompts at the grid points (the simulator's
+    evaluator in float64; prompt axis first)."""
+    with jax.enable_x64(True):
+        return evaluate_prompts(_scoring_evaluator(hmm, prepared, labels, grid), pr.demos_x, pr.demos_y,
+                                pr.x_test, pr.task, chunk)
+
+
+def kernel_weights(hmm: HMM, prepared: PreparedKernels, pr: Prompts, labels, n: int,
+                   chunk: int = EVAL_CHUNK) -> np.ndarray:
+    """K(x_test, x_i) for i ≤ n and every prepared kernel, ``[P, k, n]`` float64, from the evaluator.
+
+    Each demonstration is evaluated as a one-demonstration prompt ``x_i y_i δ x_test`` (same task),
+    whose :attr:`simulate.evaluator.KernelEstimate.denominator` at n = 1 is Σ_{j≤1} K(x_test, x_j) =
+    K(x_test, x_i): the evaluator's own kernel value, without a second implementation of the kernels.
+    """
+    dx, dy = np.asarray(pr.demos_x)[:, :n], np.asarray(pr.demos_y)[:, :n]
+    P, _, length = dx.shape
+    with jax.enable_x64(True):
+        ev = evaluate_prompts(_scoring_evaluator(hmm, prepared, labels, (1,)), dx.reshape(P * n, 1, length),
+                              dy.reshape(P * n, 1), np.repeat(np.asarray(pr.x_test), n, axis=0),
+                              np.repeat(np.asarray(pr.task), n), chunk)
+    return np.stack([np.asarray(k.denominator, np.float64)[:, 0].reshape(P, n) for k in ev.kernels], axis=1)
 
 
 # ------------------------------------------------------------------ one seed
 
 
 class SeedResult(NamedTuple):
-    """One seed's arrays (prompt axis first)."""
+    """One seed's arrays (prompt axis first; G grid points, N = max grid, k kernels, L layers, H heads).
 
-    transformer: np.ndarray   # [P, G, Y]
-    bayes: np.ndarray         # [P, G, Y]
-    oracle: np.ndarray        # [P, Y]
-    kernel_yhat: np.ndarray   # [P, k, G, Y]
-    attention: np.ndarray     # [P, L, H, 3, N]  reads at n = N
-    kernel_values: np.ndarray  # [P, k, N]
-    label_idx: np.ndarray     # [P, N]
+    Attributes:
+        transformer: ``[P, G, |Y|]`` the model's next-token distribution renormalised over Y.
+        bayes: ``[P, G, |Y|]`` exact Bayes (the evaluator's).
+        oracle: ``[P, |Y|]`` the Oracle (the evaluator's).
+        kernel_yhat: ``[P, k, G, |Y|]`` each kernel's ŷ_n (the evaluator's).
+        attention: ``[P, L, H, 3, N]`` the label, delimiter and span reads at n = N.
+        kernel_values: ``[P, k, N]`` K(x_test, x_i) (the evaluator's, :func:`kernel_weights`).
+        label_idx: ``[P, N]`` each demonstration's label as an index into Y.
+    """
+
+    transformer: np.ndarray
+    bayes: np.ndarray
+    oracle: np.ndarray
+    kernel_yhat: np.ndarray
+    attention: np.ndarray
+    kernel_values: np.ndarray
+    label_idx: np.ndarray
 
 
-def run_seed(model, hmm: HMM, prepared, pr: Prompts, labels, grid, bos: int, chunk: int) -> SeedResult:
+def transformer_reads(model, pr: Prompts, labels, grid, delim: int, bos: int, chunk: int):
+    """The model on the prompts: its label distribution ``[P, G, |Y|]`` and the attention reads at
+    n = max(grid) ``[P, L, H, 3, N]``."""
     labels = np.asarray(labels, np.int32)
     N = max(grid)
-    l = pr.demos_x.shape[-1]
-    with jax.enable_x64(True):
-        A = hmm_arrays(hmm, jnp.float64)
-        sb = sweep_bayes(A, jnp.asarray(pr.demos_x), jnp.asarray(pr.demos_y), jnp.asarray(pr.x_test),
-                         jnp.asarray(pr.task), jnp.asarray(labels), tuple(grid))
-        bayes = np.moveaxis(np.asarray(sb.bayes), 0, 1)
-        oracle = np.asarray(sb.oracle)
-    demos_x, demos_y = np.asarray(pr.demos_x)[:, :N], np.asarray(pr.demos_y)[:, :N]
-    Kv = kernel_values(hmm, prepared, demos_x, np.asarray(pr.x_test), np.asarray(pr.task))
-    label_idx = np.argmax(demos_y[..., None] == labels, axis=-1)
-    yhat = np.stack([np.moveaxis(tk.kernel_regression(Kv[:, j], label_idx, len(labels), grid)[0], 0, 1)
-                     for j in range(Kv.shape[1])], axis=1)
+    length = pr.demos_x.shape[-1]
     P = pr.x_test.shape[0]
     trans = np.zeros((P, len(grid), len(labels)))
     att = None
     for g, n in enumerate(grid):
-        ids = model_inputs(pr, n, int(hmm.delim), bos)
-        pos = demo_positions(n, l)
+        ids = model_inputs(pr, n, delim, bos)
+        pos = demo_positions(n, length)
         for a in range(0, P, chunk):
             out = forward(model, ids[a:a + chunk], capture_positions=np.full((min(chunk, P - a), 1), pos.query))
             logits = np.asarray(out.logits[:, 0], np.float64)
@@ -241,84 +228,89 @@ def run_seed(model, hmm: HMM, prepared, pr: Prompts, labels, grid, bos: int, chu
                 if att is None:
                     att = np.zeros((P,) + reads.shape[1:])
                 att[a:a + chunk] = reads
-    return SeedResult(trans, bayes, oracle, yhat, att, Kv, label_idx)
+    return trans, att
+
+
+def run_seed(model, hmm: HMM, prepared: PreparedKernels, pr: Prompts, labels, grid, bos: int, chunk: int) -> SeedResult:
+    """The transformer and the evaluator on one seed's prompts."""
+    labels = np.asarray(labels, np.int32)
+    N = max(grid)
+    ev = evaluate(hmm, prepared, pr, labels, grid)
+    Kv = kernel_weights(hmm, prepared, pr, labels, N)
+    label_idx = np.argmax(np.asarray(pr.demos_y)[:, :N, None] == labels, axis=-1)
+    trans, att = transformer_reads(model, pr, labels, grid, int(hmm.delim), bos, chunk)
+    yhat = np.stack([np.asarray(k.yhat, np.float64) for k in ev.kernels], axis=1)
+    return SeedResult(trans, np.asarray(ev.bayes, np.float64), np.asarray(ev.oracle, np.float64), yhat, att, Kv,
+                      label_idx)
 
 
 # ------------------------------------------------------------------ summary
 
 
-def l1(a, b):
-    return np.abs(np.asarray(a) - np.asarray(b)).sum(-1)
-
-
-def agree(a, b):
-    return (np.argmax(a, -1) == np.argmax(b, -1)).astype(float)
-
-
 def curve_metrics(res: SeedResult, kernel_labels) -> list[dict]:
-    """Per method and n: mean L1 to Bayes, L1 to Oracle, accuracy vs Oracle, agreement with Bayes."""
-    oracle = res.oracle[:, None]
-    rows = []
-    methods = [("transformer", res.transformer)] + [(f"kernel:{k}", res.kernel_yhat[:, j]) for j, k in enumerate(kernel_labels)]
+    """Per method and n, the mean over prompts (non-finite left out) of :func:`simulate.metrics.predictor_metrics`:
+    L1 to Bayes, L1 to Oracle, accuracy vs Oracle, agreement with Bayes."""
+    methods = [("transformer", res.transformer)] + [(f"kernel:{k}", res.kernel_yhat[:, j])
+                                                     for j, k in enumerate(kernel_labels)]
     methods.append(("bayes", res.bayes))
-    for name, pred in methods:
-        rows.append(dict(method=name, l1_bayes=l1(pred, res.bayes).mean(0), l1_oracle=l1(pred, oracle).mean(0),
-                         acc_oracle=agree(pred, oracle).mean(0), agree_bayes=agree(pred, res.bayes).mean(0)))
-    return rows
+    return [dict(method=name, **{k: metrics.column_means(v)
+                                 for k, v in metrics.predictor_metrics(pred, res.bayes, res.oracle).items()})
+            for name, pred in methods]
 
 
 def position_controls(a, w, label_idx, targets: dict, sel, rep, num_labels: int, kernel_labels,
                       n_perm: int = 200, seed: int = 0) -> dict:
-    """Issue 12's position-aware analysis of one read, with SmolLM2's functions (:mod:`llm_check.realdata.analysis`).
+    """The position-aware analysis of one read, with the real-data check's baselines
+    (:func:`llm_check.realdata.analysis.position_baselines`, :func:`~llm_check.realdata.analysis.score_baselines`).
 
     ``a [P, L, H, N]`` attention per demonstration, ``w [P, k, N]`` normalised kernel weights,
     ``label_idx [P, N]``, ``targets`` name → ``[P]`` class index (the first one chooses the head),
-    ``sel`` / ``rep`` the selection and held-out prompts. The head whose vote ỹ = argmax Σ a_i e(y_i)
-    agrees most with the first target on ``sel`` is scored on ``rep`` beside the last demonstration's
-    label, its position-only vote (profile from ``sel``), the majority label and a constant (the most
-    frequent target class on ``sel``); it is kernel-like only if it agrees more often than its
-    position-only vote with exact McNemar p < 0.05. For every kernel and head, the pooled
-    (prompt, demonstration) correlation of attention with the kernel's weights on ``rep`` before and
-    after removing position, with the within-position permutation p-value (``n_perm`` shuffles).
+    ``sel`` / ``rep`` the selection and held-out prompts. The head whose vote (reconstruction rule
+    ``argmax``) agrees most with the first target on ``sel`` is scored on ``rep`` beside the last
+    demonstration's label, its position-only vote (profile from ``sel``), the majority label and a
+    constant (the most frequent target class on ``sel``); it is kernel-like only if it agrees more
+    often than its position-only vote with exact McNemar p < 0.05. For every kernel and head, the
+    pooled (prompt, demonstration) correlation of attention with the kernel's weights on ``rep``
+    before and after removing position, with the within-position permutation p-value (``n_perm`` shuffles).
     """
     a = np.asarray(a, np.float64)
-    P, L, H, N = a.shape
-    recon = np.argmax(reconstruct(a, label_idx, num_labels), -1)             # [P, L, H]
-    profile = A.position_profile(a[sel])                                      # [L, H, N]
-    pvote = A.position_vote(profile, label_idx, num_labels)                   # [P, L, H]
-    last, maj = A.last_label(label_idx), A.majority_label(label_idx, num_labels)
+    pb = ra.position_baselines(a, label_idx, num_labels, sel)
     first = next(iter(targets.values()))
-    choice = A.select_head(A.head_accuracy(recon[sel], first[sel]))
+    choice = ra.select_head(ra.head_accuracy(pb.recon[sel], np.asarray(first)[sel]))
     l, h = choice.layer, choice.head
     against = {}
     for name, t in targets.items():
         t = np.asarray(t)
-        hv = A.head_vs_position(recon[rep, l, h], pvote[rep, l, h], t[rep])
-        like = np.array([[A.head_vs_position(recon[rep, i, j], pvote[rep, i, j], t[rep]).kernel_like
-                          for j in range(H)] for i in range(L)])
-        const = int(np.bincount(t[sel], minlength=num_labels).argmax())
+        const = ra.most_frequent(t[sel], num_labels)
+        sc = ra.score_baselines(pb, t, rep, l, h, const)
+        hv = sc.head
         verdict = (f"kernel-like: its vote beats its position-only vote ({hv.head_agreement:.3f} vs "
                    f"{hv.position_agreement:.3f}, McNemar p = {hv.p_value:.3g} < 0.05)" if hv.kernel_like else
                    f"not kernel-like: its vote does not beat its position-only vote with p < 0.05 "
                    f"({hv.head_agreement:.3f} vs {hv.position_agreement:.3f}, McNemar p = {hv.p_value:.3g})")
         against[name] = dict(
             head_agreement=hv.head_agreement, position_vote_agreement=hv.position_agreement,
-            last_label_agreement=A.follow_rate(t[rep], last[rep]), majority_agreement=A.follow_rate(t[rep], maj[rep]),
-            constant=const, constant_agreement=A.follow_rate(t[rep], np.full(rep.size, const)),
+            last_label_agreement=sc.versus["last_label"].agreement,
+            majority_agreement=sc.versus["majority_vote"].agreement,
+            constant=const, constant_agreement=sc.versus["constant"].agreement, constant_fitted_on="selection",
             only_head_agrees=hv.only_head, only_position_agrees=hv.only_position, mcnemar_p=hv.p_value,
             kernel_like=hv.kernel_like, verdict=verdict,
-            map_head_agreement=A.head_accuracy(recon[rep], t[rep]).tolist(),
-            map_position_vote_agreement=A.head_accuracy(pvote[rep], t[rep]).tolist(),
-            kernel_like_heads=int(like.sum()), kernel_like_heads_at=[[int(i), int(j)] for i, j in np.argwhere(like)])
+            head_vs_baselines={k: dict(agreement=v.agreement, only_head_agrees=v.only_head,
+                                       only_baseline_agrees=v.only_baseline, mcnemar_p=v.p_value)
+                               for k, v in sc.versus.items()},
+            map_head_agreement=sc.head_agreement.tolist(),
+            map_position_vote_agreement=sc.position_vote_agreement.tolist(),
+            kernel_like_heads=int(sc.kernel_like.sum()),
+            kernel_like_heads_at=[[int(i), int(j)] for i, j in np.argwhere(sc.kernel_like)])
     corr = {}
     for j, kname in enumerate(kernel_labels):
-        pc = A.position_controlled_corr(a[rep], np.asarray(w)[rep, j], n_perm=n_perm, seed=seed)
+        pc = ra.position_controlled_corr(a[rep], np.asarray(w)[rep, j], n_perm=n_perm, seed=seed)
         corr[kname] = dict(r_raw=float(pc.r_raw[l, h]), r_within=float(pc.r_within[l, h]),
                            p_within=float(pc.p_within[l, h]), map_r_raw=pc.r_raw.tolist(),
                            map_r_within=pc.r_within.tolist(), map_p_within=pc.p_within.tolist())
     return dict(head=[l, h], select_agreement=choice.select_agreement, selected_on=next(iter(targets)),
-                position_profile=profile[l, h].tolist(), map_position_profile=profile.tolist(),
-                against=against, kernels=corr)
+                reconstruction_rule="argmax", position_profile=pb.profile[l, h].tolist(),
+                map_position_profile=pb.profile.tolist(), against=against, kernels=corr)
 
 
 def head_analysis(res: SeedResult, kernel_labels, num_labels: int, seed: int, n_perm: int = 200) -> dict:
@@ -335,28 +327,29 @@ def head_analysis(res: SeedResult, kernel_labels, num_labels: int, seed: int, n_
                random_head=list(rand_head), kernels={}, reconstruction={}, position={})
     w_all = normalised(res.kernel_values)                           # [P, k, N]
     targets = dict(transformer=np.argmax(trans_N, -1), bayes=np.argmax(bayes_N, -1))
+    u_rec = ra.reconstruct(uniform, res.label_idx, num_labels, "soft")
     for r, read in enumerate(READS):
         a = res.attention[:, :, :, r]                               # [P, L, H, N]
         pos = position_controls(a, w_all, res.label_idx, targets, sel, rep, num_labels, kernel_labels,
                                 n_perm=n_perm, seed=seed)
         out["position"][read] = pos
-        y_rec = reconstruct(a, res.label_idx, num_labels)          # [P, L, H, Y]
-        to_t = l1(y_rec, trans_N[:, None, None])
-        to_b = l1(y_rec, bayes_N[:, None, None])
-        best = np.unravel_index(np.argmin(to_t[sel].mean(0)), (L, H))
-        u_rec = reconstruct(uniform, res.label_idx, num_labels)
+        y_rec = ra.reconstruct(a, res.label_idx, num_labels, "soft")   # [P, L, H, Y]
+        to_t = metrics.l1(y_rec, trans_N[:, None, None])
+        to_b = metrics.l1(y_rec, bayes_N[:, None, None])
+        best = np.unravel_index(np.argmin(metrics.column_means(to_t[sel])), (L, H))
         out["reconstruction"][read] = dict(
+            rule="soft",
             head=[int(best[0]), int(best[1])],
-            l1_to_transformer=float(to_t[rep][:, best[0], best[1]].mean()),
-            l1_to_bayes=float(to_b[rep][:, best[0], best[1]].mean()),
-            uniform_l1_to_transformer=float(l1(u_rec, trans_N)[rep].mean()),
-            uniform_l1_to_bayes=float(l1(u_rec, bayes_N)[rep].mean()),
-            random_head_l1_to_transformer=float(to_t[rep][:, rand_head[0], rand_head[1]].mean()),
-            map_l1_to_transformer=to_t.mean(0).tolist())
+            l1_to_transformer=metrics.finite_mean(to_t[rep][:, best[0], best[1]]),
+            l1_to_bayes=metrics.finite_mean(to_b[rep][:, best[0], best[1]]),
+            uniform_l1_to_transformer=metrics.finite_mean(metrics.l1(u_rec, trans_N)[rep]),
+            uniform_l1_to_bayes=metrics.finite_mean(metrics.l1(u_rec, bayes_N)[rep]),
+            random_head_l1_to_transformer=metrics.finite_mean(to_t[rep][:, rand_head[0], rand_head[1]]),
+            map_l1_to_transformer=metrics.column_means(to_t).tolist())
         for j, kname in enumerate(kernel_labels):
-            w = normalised(res.kernel_values[:, j])                  # [P, N]
+            w = w_all[:, j]                                         # [P, N]
             c = compare_weights(a, w[:, None, None])               # each [P, L, H]
-            pear_sel = np.nanmean(c["pearson"][sel], 0)
+            pear_sel = metrics.column_means(c["pearson"][sel])
             if np.all(np.isnan(pear_sel)):
                 continue
             h = np.unravel_index(np.nanargmax(pear_sel), (L, H))
@@ -366,12 +359,12 @@ def head_analysis(res: SeedResult, kernel_labels, num_labels: int, seed: int, n_
             uni = compare_weights(uniform, w)
             out["kernels"].setdefault(kname, {})[read] = dict(
                 head=[int(h[0]), int(h[1])],
-                map_pearson=np.nanmean(c["pearson"], 0).tolist(),
-                **{f"{m}": float(np.nanmean(c[m][rep][:, h[0], h[1]])) for m in ("pearson", "spearman", "l1")},
-                **{f"shuffled_{m}": float(np.nanmean(shuf[m][rep])) for m in ("pearson", "spearman", "l1")},
-                **{f"random_head_{m}": float(np.nanmean(rnd[m][rep])) for m in ("pearson", "spearman", "l1")},
-                uniform_l1=float(uni["l1"][rep].mean()),
-                kernel_yhat_l1_to_transformer=float(l1(res.kernel_yhat[rep, j, -1], trans_N[rep]).mean()),
+                map_pearson=metrics.column_means(c["pearson"]).tolist(),
+                **{f"{m}": metrics.finite_mean(c[m][rep][:, h[0], h[1]]) for m in ("pearson", "spearman", "l1")},
+                **{f"shuffled_{m}": metrics.finite_mean(shuf[m][rep]) for m in ("pearson", "spearman", "l1")},
+                **{f"random_head_{m}": metrics.finite_mean(rnd[m][rep]) for m in ("pearson", "spearman", "l1")},
+                uniform_l1=metrics.finite_mean(uni["l1"][rep]),
+                kernel_yhat_l1_to_transformer=metrics.finite_mean(metrics.l1(res.kernel_yhat[rep, j, -1], trans_N[rep])),
                 **{f"position_{m}": float(np.asarray(pos["kernels"][kname][f"map_{m}"])[h[0], h[1]])
                    for m in ("r_raw", "r_within", "p_within")})
     return out
@@ -388,8 +381,42 @@ def _sha(rf: RunFolder, rel: str) -> str:
     return hashlib.sha256(rf.read_bytes(rel)).hexdigest()
 
 
-def resolve(cfg: CheckConfig):
-    """Open and check both run folders (nothing is written): (resolved, model, hmm, prepared, sweep rf)."""
+@dataclass(frozen=True)
+class CheckIdentity:
+    """What a transformer-check run is (its ``config.json``): both folders with their hashes and
+    everything read from them that the numbers depend on."""
+
+    model_run: str
+    model_state_sha256: str
+    sweep_run: str
+    sweep_config_sha256: str
+    kernels: tuple
+    seeds: tuple
+    grid: tuple
+    length: int
+    labels: tuple
+    seed: int
+    same_hmm: bool
+    bos: int
+
+    def to_dict(self) -> dict:
+        """JSON form (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+
+class ResolvedCheck(NamedTuple):
+    """Both run folders opened and checked: the run's identity, the model, the sweep's HMM, its
+    prepared kernels and its run folder (read-only)."""
+
+    identity: CheckIdentity
+    model: object
+    hmm: HMM
+    prepared: PreparedKernels
+    sweep: RunFolder
+
+
+def resolve(cfg: CheckConfig) -> ResolvedCheck:
+    """Open and check both run folders (nothing is written)."""
     m_rf = open_existing(cfg.model_run, train.COMMAND)
     model, m_cfg, train_hmm = train.load_trained(cfg.model_run)
     s_rf = open_existing(cfg.sweep_run, "sweep")
@@ -421,40 +448,49 @@ def resolve(cfg: CheckConfig):
     with jax.enable_x64(True):
         prepared = prepare_kernels(hmm, specs, length)
     same_hmm = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(hmm, train_hmm))
-    resolved = dict(model_run=str(Path(cfg.model_run).resolve()), model_state_sha256=_sha(m_rf, "state.npz"),
-                    sweep_run=str(Path(cfg.sweep_run).resolve()), sweep_config_sha256=_sha(s_rf, "config.json"),
-                    kernels=[s.label for s in specs], seeds=[int(s) for s in seeds], grid=grid, length=length,
-                    labels=[int(y) for y in s_cfg["labels"]], seed=int(cfg.seed), same_hmm=bool(same_hmm), bos=bos)
-    return resolved, model, hmm, prepared, s_rf
+    identity = CheckIdentity(
+        model_run=str(Path(cfg.model_run).resolve()), model_state_sha256=_sha(m_rf, "state.npz"),
+        sweep_run=str(Path(cfg.sweep_run).resolve()), sweep_config_sha256=_sha(s_rf, "config.json"),
+        kernels=tuple(s.label for s in specs), seeds=tuple(int(s) for s in seeds), grid=tuple(grid), length=length,
+        labels=tuple(int(y) for y in s_cfg["labels"]), seed=int(cfg.seed), same_hmm=bool(same_hmm), bos=bos)
+    return ResolvedCheck(identity, model, hmm, prepared, s_rf)
+
+
+def write_metrics_csv(rf: RunFolder, curves: list[dict], grid) -> None:
+    """``metrics.csv``: one row per method and n."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["method", "n", "l1_bayes", "l1_oracle", "acc_oracle", "agree_bayes"])
+    for row in curves:
+        for g, n in enumerate(grid):
+            w.writerow([row["method"], n] + [f"{row[k][g]:.6g}" for k in ("l1_bayes", "l1_oracle", "acc_oracle", "agree_bayes")])
+    rf.write_text("metrics.csv", buf.getvalue())
 
 
 def run_transformer_check(cfg: CheckConfig, out_dir, *, overwrite: bool = False, quiet: bool = False,
                           log=print) -> dict:
-    resolved, model, hmm, prepared, s_rf = resolve(cfg)
-    if not resolved["same_hmm"]:
+    """Run (or resume) a transformer-check into ``out_dir``; the summary (``summary.json``)."""
+    rc = resolve(cfg)
+    ident = rc.identity
+    if not ident.same_hmm:
         log("warning: the sweep's HMM is not the model's pretraining HMM; Bayes refers to the sweep's HMM")
-    grid, labels = resolved["grid"], resolved["labels"]
-    with RunFolder.create(Path(out_dir), command=COMMAND, config=resolved, overwrite=overwrite, log=log) as rf:
+    grid, labels = list(ident.grid), list(ident.labels)
+    config = ident.to_dict()
+    with RunFolder.create(Path(out_dir), command=COMMAND, config=config, overwrite=overwrite, log=log) as rf:
         results = []
-        for s in tqdm(resolved["seeds"], desc="transformer-check", disable=quiet, unit="seed"):
+        for s in tqdm(ident.seeds, desc="transformer-check", disable=quiet, unit="seed"):
             rel = f"cells/seed_{s}.npz"
             if rf.is_done(rel):
                 results.append(SeedResult(**rf.load_npz(rel)))
                 continue
-            res = run_seed(model, hmm, prepared, load_prompts(s_rf, s), labels, grid, resolved["bos"], cfg.chunk)
+            res = run_seed(rc.model, rc.hmm, rc.prepared, load_prompts(rc.sweep, s), labels, grid, ident.bos, cfg.chunk)
             rf.savez(rel, **res._asdict())
             results.append(res)
         res = concat(results)
-        curves = curve_metrics(res, resolved["kernels"])
-        heads = head_analysis(res, resolved["kernels"], len(labels), resolved["seed"])
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["method", "n", "l1_bayes", "l1_oracle", "acc_oracle", "agree_bayes"])
-        for row in curves:
-            for g, n in enumerate(grid):
-                w.writerow([row["method"], n] + [f"{row[k][g]:.6g}" for k in ("l1_bayes", "l1_oracle", "acc_oracle", "agree_bayes")])
-        rf.write_text("metrics.csv", buf.getvalue())
-        summary = dict(config=resolved, num_prompts=int(res.transformer.shape[0]),
+        curves = curve_metrics(res, list(ident.kernels))
+        heads = head_analysis(res, list(ident.kernels), len(labels), ident.seed)
+        write_metrics_csv(rf, curves, grid)
+        summary = dict(config=config, num_prompts=int(res.transformer.shape[0]),
                        curves={r["method"]: {k: np.asarray(v).tolist() for k, v in r.items() if k != "method"}
                                for r in curves},
                        posterior_note="bayes row: l1_bayes is 0 by definition; l1_oracle is the Bayes-vs-Oracle line",
@@ -504,7 +540,7 @@ def _f(v, fmt=".3f"):
 
 
 def format_position(h: dict) -> list[str]:
-    """Lines of the position controls (issue 12) for :func:`format_table`."""
+    """Lines of the position controls for :func:`format_table`."""
     pos = h.get("position") or {}
     if not pos:
         return []

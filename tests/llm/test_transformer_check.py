@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 
 from icl_kernel.cli import main
+from llm_check.realdata import analysis as ra
 from llm_check.synthetic import train
 from llm_check.synthetic import transformer_check as tc
+from simulate import metrics
+from simulate.evaluator import prepare_kernels
 from simulate.presets import build_preset
 from simulate.sampling import sample_prompts
 from simulate.sweep import SweepConfig, run_sweep
@@ -69,7 +72,7 @@ def test_planted_attention_equal_to_kernel_weights():
         np.testing.assert_allclose(c["l1"], 0.0, atol=1e-9)
     lab = np.argmax(pr.demos_y[..., None] == np.array([1, 2]), -1)
     yhat, _ = tk.kernel_regression(Kv, lab, 2, [8])
-    np.testing.assert_allclose(tc.reconstruct(reads[:, 2], lab, 2), yhat[0], atol=1e-12)
+    np.testing.assert_allclose(ra.reconstruct(reads[:, 2], lab, 2, "soft"), yhat[0], atol=1e-12)
     shuffled = np.take_along_axis(reads[:, 2], np.argsort(rng.random((400, 8)), -1), -1)
     c = tc.compare_weights(shuffled, w)
     assert abs(np.nanmean(c["pearson"])) < 0.1 and abs(np.nanmean(c["spearman"])) < 0.1
@@ -79,10 +82,36 @@ def test_spearman_ranks_match_scipy():
     stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(2)
     x = rng.integers(0, 4, size=(6, 9)).astype(float)     # many ties
-    np.testing.assert_allclose(tc._ranks(x), stats.rankdata(x, axis=-1) - 1)
+    np.testing.assert_allclose(metrics.average_ranks(x), stats.rankdata(x, axis=-1) - 1)
     a, b = rng.random((5, 7)), rng.random((5, 7))
     want = [stats.spearmanr(a[i], b[i]).statistic for i in range(5)]
     np.testing.assert_allclose(tc.compare_weights(a, b)["spearman"], want, atol=1e-12)
+
+
+def test_kernel_weights_are_the_evaluators():
+    """K(x_test, x_i) read from one-demonstration prompts: their partial sums are the evaluator's
+    denominators on the whole prompts, their normalised vote is its ŷ_n, and the predictive kernel's
+    equal theory's feature kernel computed directly."""
+    hmm, pr = _prompts(P=7, N=4, l=3)
+    labels, grid = [1, 2], (1, 2, 4)
+    with jax.enable_x64(True):
+        specs = [tk.parse_kernel(k) for k in ("predictive", "belief:beta=20", "gram", "task")]
+        prepared = prepare_kernels(hmm, specs, 3)
+    Kv = tc.kernel_weights(hmm, prepared, pr, labels, 4)
+    ev = tc.evaluate(hmm, prepared, pr, labels, grid)
+    assert Kv.shape == (7, 4, 4) and Kv.dtype == np.float64
+    lab = np.argmax(pr.demos_y[..., None] == np.array(labels), -1)
+    for j in range(len(specs)):
+        den = np.asarray(ev.kernels[j].denominator)
+        yhat = np.asarray(ev.kernels[j].yhat)
+        for g, n in enumerate(grid):
+            np.testing.assert_allclose(Kv[:, j, :n].sum(-1), den[:, g], rtol=1e-12, atol=1e-12 * np.abs(Kv).max())
+            np.testing.assert_allclose(ra.reconstruct(tc.normalised(Kv[:, j, :n]), lab[:, :n], 2, "soft"), yhat[:, g],
+                                       rtol=1e-9, atol=1e-12)
+    direct = tk.kernel_values_vector(tk.predictive_features(hmm, np.asarray(pr.x_test)),
+                                     tk.predictive_features(hmm, np.asarray(pr.demos_x)))
+    np.testing.assert_allclose(Kv[:, 0], direct, rtol=1e-12)
+    assert not np.allclose(Kv[:, 2], Kv[:, 3])                # gram and task weight the demonstrations differently
 
 
 def _planted_result(target: str, P=800, N=8, n_perm=50):
@@ -100,14 +129,14 @@ def _planted_result(target: str, P=800, N=8, n_perm=50):
     att = np.broadcast_to(heads[:, None, :, None, :], (P, 1, 3, 3, N)).copy()     # [P, L, H, 3 reads, N]
     lab = rng.integers(0, 2, (P, N))
     if target == "position":
-        t = np.argmax(tc.reconstruct(np.broadcast_to(profile, (P, N)), lab, 2), -1)
+        t = ra.reconstruct(np.broadcast_to(profile, (P, N)), lab, 2, "argmax")
         t = np.where(rng.random(P) < 0.2, 1 - t, t)
     else:
-        t = np.argmax(tc.reconstruct(w, lab, 2), -1)
+        t = ra.reconstruct(w, lab, 2, "argmax")
     onehot = np.eye(2)[t]
     trans = (0.8 * onehot + 0.1)[:, None]                                          # [P, G=1, Y]
     bayes = (0.8 * np.eye(2)[rng.integers(0, 2, P)] + 0.1)[:, None]
-    res = tc.SeedResult(trans, bayes, bayes[:, 0], tc.reconstruct(w, lab, 2)[:, None, None], att,
+    res = tc.SeedResult(trans, bayes, bayes[:, 0], ra.reconstruct(w, lab, 2, "soft")[:, None, None], att,
                         w[:, None], lab)
     return res, profile, tc.head_analysis(res, ["k"], 2, seed=0, n_perm=n_perm)
 
