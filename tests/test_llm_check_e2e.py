@@ -39,7 +39,10 @@ def test_run_folder_recomputes(tiny_run):
     assert len(recs) == 10 and all(len(r["x_spans"]) == 3 for r in recs)
     from icl_kernel.runfolder import open_existing
     from llm_check.realdata.report import load_run
-    cfg, info, prompts, recs, gold, rows, logits, top = load_run(open_existing(run, "llm-check"))
+    loaded = load_run(open_existing(run, "llm-check"))
+    info, prompts, recs, gold, rows, logits = (loaded.info, loaded.prompts, loaded.records, loaded.gold, loaded.rows,
+                                              loaded.logits)
+    assert loaded.singles is not None and loaded.probes is not None
     # Each stored row is a softmax over the item's real tokens: sums to 1, length = prompt length.
     for p, r in zip(prompts, rows):
         assert r.shape == (30, 9, len(p.ids))
