@@ -11,7 +11,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     p.description = (
         "Run a model trained by `icl-kernel pretrain` on the prompts of a sweep run folder: its label "
-        "distribution against exact Bayes and the Oracle at every n (beside each kernel's estimate), and every "
+        "distribution against exact Bayes and the Oracle at every n, beside each kernel's estimate (Bayes, the "
+        "Oracle, the kernels and their weights from the simulator's evaluator in float64, every predictor scored by "
+        "the same metrics), and every "
         "head's attention to the demonstrations against each kernel's weights K(x_test, x_i), with heads "
         "selected on half of the prompts and reported on the other half; baselines: uniform weights, shuffled "
         "kernel weights, a random head. Writes runs/NAME/.")

@@ -395,7 +395,8 @@ def markdown(res: dict, cfg, info: dict) -> str:
              f"Head chosen on {res['n_select']} items by agreement ỹ vs ŷ; numbers below on the other "
              f"{res['n_heldout']} (held out). Kernel weight a_i = max attention from x_i's first token to "
              "y_i's first token (the first token only, so classes whose label word has more tokens get no "
-             "extra chances).", ""]
+             "extra chances); reconstruction rule "
+             f"{res.get('reconstruction_rule', 'argmax')}: ỹ = argmax_y Σ_i a_i e(y_i)[y].", ""]
     if info.get("label_warnings"):
         lines += ["Label words: " + "; ".join(info["label_warnings"]), ""]
     lines += ["## Table 2 analogue, with position-aware baselines", "", "| quantity | ours | paper (GPT-J-6B) |",

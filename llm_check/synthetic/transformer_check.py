@@ -527,7 +527,7 @@ def format_table(summary: dict) -> str:
                          f"spearman {r['spearman']:.3f} L1 {r['l1']:.3f} | shuffled {r['shuffled_pearson']:.3f} "
                          f"random head {r['random_head_pearson']:.3f} uniform L1 {r['uniform_l1']:.3f}")
     for read, r in h["reconstruction"].items():
-        lines.append(f"  reconstruction {read:5s} head L{r['head'][0]}H{r['head'][1]}: L1 to transformer "
+        lines.append(f"  reconstruction ({r.get('rule', 'soft')}) {read:5s} head L{r['head'][0]}H{r['head'][1]}: L1 to transformer "
                      f"{r['l1_to_transformer']:.3f} (uniform {r['uniform_l1_to_transformer']:.3f}, random head "
                      f"{r['random_head_l1_to_transformer']:.3f}); L1 to Bayes {r['l1_to_bayes']:.3f} "
                      f"(uniform {r['uniform_l1_to_bayes']:.3f})")
@@ -544,7 +544,8 @@ def format_position(h: dict) -> list[str]:
     pos = h.get("position") or {}
     if not pos:
         return []
-    lines = [f"position controls (n = {h['n']}): head chosen by vote agreement with the transformer on "
+    lines = [f"position controls (n = {h['n']}): head chosen by the agreement of its vote (reconstruction rule "
+             f"{next(iter(pos.values())).get('reconstruction_rule', 'argmax')}) with the transformer on "
              f"{h['select_prompts']} prompts, all numbers on the other {h['report_prompts']}"]
     for read, p in pos.items():
         lines.append(f"  {read:5s} head L{p['head'][0]}H{p['head'][1]} (selection agreement {_f(p['select_agreement'])}); "
