@@ -1,7 +1,9 @@
 r"""Exact Bayesian predictive by the scaled forward algorithm, with the n-sweep in one pass.
 
 The filtered message after a prefix is kept normalised, α_t = p^T M_{o_0} ⋯ M_{o_{t-1}} / c_t,
-and log c_t is accumulated, so log P(prompt) = Σ log normalisers (no underflow at any length).
+and log c_t is accumulated, so log P(prompt) = Σ log normalisers (no underflow at any length); a
+prefix of probability exactly 0 gives log P = -inf (its message stays 0; Bayes is then 0/0 = NaN,
+which the sweep reports as a zero-probability prompt).
 Because demonstrations restart at the delimiter, the prompt for n demonstrations is a prefix of
 the prompt for N: one scan over x_1 y_1 δ … x_N y_N δ keeps the message after every δ, and each n
 of the grid branches that message through x_test (O(N(l+2) + |grid| l) steps per prompt).
@@ -36,8 +38,12 @@ def hmm_arrays(hmm: HMM, dtype=jnp.float32) -> HMMArrays:
 
 
 def _normalise(a, logz):
+    """Renormalise ``a [..., d]`` and add ``log`` of its mass to ``logz``. A message of mass exactly 0 (a
+    prefix of probability 0) stays 0 with ``logz = -inf`` from then on (never NaN)."""
     c = a.sum(-1)
-    return a / c[..., None], logz + jnp.log(c)
+    pos = c > 0
+    safe = jnp.where(pos, c, 1.0)
+    return a / safe[..., None], jnp.where(pos, logz + jnp.log(safe), -jnp.inf)
 
 
 def token_step(A: HMMArrays, alpha, logz, tok):

@@ -72,7 +72,7 @@ class SweepConfig:
     grid: tuple = DEFAULT_GRID
     seeds: tuple = (0, 1, 2, 3, 4)
     prompts_per_seed: int = 200
-    length: int = 5
+    length: int | None = None  # None: 5, or 2 (GINC's k = 3) for GINC's prompt laws
     labels: object = "auto"
     num_labels: int = 4
     label_mode: str = "sample"
