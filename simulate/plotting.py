@@ -14,6 +14,13 @@ from icl_kernel.errors import one_line  # noqa: E402
 from icl_kernel.runfolder import RunFolderError, atomic_write_bytes  # noqa: E402
 from simulate.sweep import SweepConfigError, read_summary  # noqa: E402
 
+# Plotted values are rounded to this many significant digits. A run's numbers differ from machine
+# to machine (and between equivalent code paths) in their last bits (about 1e-9 relative for the
+# Σ⁺ kernels), and Agg turns even a 1e-15 change into different anti-aliased pixels; 4 digits is
+# far below a pixel (a 1e-4 relative change moves a point by < 0.05 px here), so the same run's
+# numbers give the same PNG bytes wherever the sweep ran.
+DISPLAY_DIGITS = 4
+
 # The paper's Table 3 (App. C): distance and accuracy vs n; its metric and label set are unknown.
 PAPER_TABLE3 = dict(n=[1, 2, 4, 8, 16, 32, 64, 128],
                     distance=[1.322, 0.942, 0.519, 0.218, 0.163, 0.085, 0.093, 0.083],
@@ -29,6 +36,8 @@ def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True, b
     """
     run_dir = Path(run_dir)
     s = read_summary(run_dir)
+    s = {**s, **{k: for_display(s[k]) for k in ("kernels", "common", "curve") if s.get(k) is not None}}
+    bound = None if bound is None else for_display(bound)
     if kernels is not None:
         unknown = [k for k in kernels if k not in s["kernels"]]
         if unknown or not kernels:
@@ -113,6 +122,19 @@ def plot_convergence(run_dir, out_path, kernels=None, show_paper: bool = True, b
                  + f"l={cfg['length']}, labels {cfg['labels']}, {s['num_prompts']} prompts; bands: 95% bootstrap",
                  fontsize=9)
     return save_figure(fig, out_path)
+
+
+def for_display(obj, digits: int = DISPLAY_DIGITS):
+    """``obj`` (nested dicts/lists of numbers) with every float rounded to ``digits`` significant
+    digits (NaN and ±inf kept; ints, bools and strings unchanged), so that float rounding noise in a
+    run's numbers cannot change the rendered pixels."""
+    if isinstance(obj, dict):
+        return {k: for_display(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [for_display(v, digits) for v in obj]
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}")
+    return obj
 
 
 def save_figure(fig, out_path) -> Path:
