@@ -10,7 +10,8 @@ run() {
   local name=$1; shift
   .venv/bin/icl-kernel pretrain $H "$@" $COMMON --name "$name"
   .venv/bin/icl-kernel transformer-check "runs/$name" runs/sw-han4-l3 --name "tc-${name#pt-}"
-  .venv/bin/python scripts/check_pretrain_targets.py "runs/$name" "runs/tc-${name#pt-}"
+  # exit 1 = some target missed (reported in its lines); go on to the next configuration
+  .venv/bin/python scripts/check_pretrain_targets.py "runs/$name" "runs/tc-${name#pt-}" || [ $? -eq 1 ]
 }
 run pt-han4-tiny-x4 --size tiny --steps 2400                 # 2 layers, 19.7 M tokens
 run pt-han4-w64l4   --size tiny --n-layer 4 --steps 1200     # 4 layers,  9.8 M tokens
