@@ -36,7 +36,18 @@ def sweep_with(*extra, name="x"):
 # (id, argv, substring the one-line error must contain)
 SIM_CASES = [
     # sweep: values that argparse's types refuse
-    ("sweep-n-zero", sweep_with("--n", "0,2"), "'0,2' contains [0]"),
+    ("sweep-n-negative", sweep_with("--n=-1,2"), "'-1,2' contains [-1]"),
+    ("sweep-n-only-zero", sweep_with("--n", "0"), "at least one n >= 1"),
+    ("sweep-prompt-law-han", sweep_with("--prompt-law", "ginc-id"), "needs --preset ginc"),
+    ("sweep-ginc-params-han", sweep_with("--ginc-params", "reference"), "expected --preset ginc"),
+    ("sweep-ginc-params-missing", ["sweep", "--preset", "ginc", "--ginc-params", "hmm/none.npz", "--name", "x", "-q"],
+     "does not exist"),
+    ("sweep-ginc-labels", ["sweep", "--preset", "ginc", "--labels", "1,2", "--name", "x", "-q"],
+     "GINC's labels are every symbol"),
+    ("sweep-ginc-ood-task-kernel", ["sweep", "--preset", "ginc", "--prompt-law", "ginc-ood", "--kernels", "task",
+                                    "--name", "x", "-q"], "kernel 'task' with prompt law 'ginc-ood'"),
+    ("sweep-custom-ragged", ["sweep", "--preset", "custom", "--hmm-file", "hmm/ragged.json", "--name", "x"],
+     "T is ragged (its rows have different lengths); expected a rectangular array of shape [d, d]"),
     ("sweep-n-text", sweep_with("--n", "a,b"), "'a,b' is not a comma-separated list"),
     ("sweep-n-empty", sweep_with("--n", ","), "is empty"),
     ("sweep-seeds-dup", sweep_with("--seeds", "1,1"), "'1,1' repeats a seed"),
@@ -90,11 +101,9 @@ SIM_CASES = [
     ("sweep-custom-frac-delim", ["sweep", "--preset", "custom", "--hmm-file", "hmm/fracdelim.npz", "--name", "x"],
      "delimiter 0.5 is not an integer"),
     ("sweep-custom-no-delim", ["sweep", "--preset", "custom", "--hmm-file", "hmm/nodelim.npz", "--name", "x"],
-     "never emits the delimiter"),
-    ("sweep-custom-varying-delim", ["sweep", "--preset", "custom", "--hmm-file", "hmm/varydelim.npz", "--name", "x"],
-     "delimiter weight varies within task"),
-    ("sweep-custom-no-label", ["sweep", "--preset", "custom", "--hmm-file", "hmm/nolabel.npz", "--labels", "1,2",
-                               "--name", "x", "--length", "1"], "cannot produce a delimiter-free x"),
+     "task 0 cannot produce a demonstration"),
+    ("sweep-custom-no-label", ["sweep", "--preset", "custom", "--hmm-file", "hmm/nolabel.npz", "--labels", "2",
+                               "--name", "x", "--length", "1"], "task 0 cannot produce a demonstration"),
     ("sweep-custom-corrupt", ["sweep", "--preset", "custom", "--hmm-file", "hmm/corrupt.npz", "--name", "x"],
      "cannot read custom HMM file"),
     ("sweep-custom-params", ["sweep", "--preset", "custom", "--hmm-file", "hmm/ok.npz", "-P", "seed=1", "--name", "x"],
@@ -193,6 +202,7 @@ def _custom_files(folder: Path) -> None:
     B[:2, 2] = 0.0
     np.savez(folder / "nolabel.npz", **dict(base, B=B))
     (folder / "corrupt.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    (folder / "ragged.json").write_text('{"T": [[0.5, 0.5], [1.0]], "B": [[0.5, 0.5], [0.5, 0.5]], "delim": 0}')
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +241,7 @@ def test_bad_input_refused(workspace, monkeypatch, capsys, case_id, argv, needle
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["sweep", "--n", "0"], "contains [0]"),
+    (["sweep", "--n=-1"], "contains [-1]"),
     (["sweep", "--name", "../x"], "not a valid run name"),
     (["plot", "runs/none"], "not found"),
 ])
