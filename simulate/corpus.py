@@ -3,8 +3,9 @@ r"""The pretraining corpus p_pre: documents streamed from PRNG keys, and its exa
 A document of length L is the HMM run from p0 (for ``han``, p0 is the mean of the task starts, so
 this is "draw a task from the prior, start at its start state"): each state emits a token from
 ``B``; after an ordinary token the chain moves with ``T``, after the delimiter with the restart
-``R`` (Assumption 1). GINC uses the same convention here: its slot-0 states emit the delimiter and
-``R`` restarts the concept's chain at ``start_slot``.
+``R`` (Assumption 1). For the ``ginc`` preset ``R = T``: '/' is an ordinary emission of the slot-0
+states and the chain moves on, so these are GINC's own documents (one concept per document, started
+from its start distribution); ``ginc-restart`` restarts the concept's chain at ``start_slot``.
 
 Document ``i`` of a split is drawn from ``fold_in(split_key, i)`` alone, so a training batch is a
 pure function of (seed, step) — nothing is stored, resuming needs only the step — and held-out

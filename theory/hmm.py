@@ -10,8 +10,9 @@ to other tasks). With ``D_o = diag(B[:, o])``:
     \qquad T_x = M_{x_0} M_{x_1} \cdots M_{x_{l-1}},
 
 so that :math:`P(x \mid p) = p^\top T_x 1` and :math:`P(x, \text{next}=y \mid p) = p^\top T_x b_y`.
-``w_δ = B[:, δ]`` for an *emitted* delimiter (the process is a proper token-dependent HMM) and
-``w_δ = 1`` for a *format* delimiter that the prompt format appends (GINC's prompts).
+``w_δ = B[:, δ]`` for an *emitted* delimiter (the process is a proper token-dependent HMM; every
+preset uses it) and ``w_δ = 1`` for a *format* delimiter that carries no likelihood (a custom HMM
+may ask for it). With ``R = T`` the delimiter does not restart anything (GINC's documents).
 """
 from __future__ import annotations
 
