@@ -658,6 +658,18 @@ def prompt_tokens(demos_x, demos_y, x_test, n: int | None = None):
     return toks, toks.shape[1]
 
 
+def bayes_flat_kernel(tab: GincTables, tokens, lengths) -> GincBayes:
+    """:func:`bayes_flat` without host-side input checks, for device arrays (e.g. a batch sharded over
+    devices): ``tokens [P, L]`` int32 valid symbols, ``lengths [P]`` int32 in ``1..L``. Jitted."""
+    return _bayes_flat_kernel(tab, tokens, lengths)
+
+
+def bayes_nested_kernel(tab: GincTables, demos_x, demos_y, x_test, grid: tuple) -> GincBayes:
+    """:func:`bayes_nested` without host-side input checks, for device arrays (int32, valid symbols;
+    ``grid`` a static tuple of n in 0..N). Jitted."""
+    return _bayes_nested_kernel(tab, demos_x, demos_y, x_test, tuple(grid))
+
+
 def ginc_grid(ks=GINC_KS, ns=GINC_NS, max_tokens: int = GINC_MAX_TOKENS):
     """GINC's (k, n) pairs: every k with every n except those with (k+1)·n > max_tokens."""
     return [(k, n) for k in ks for n in ns if (k + 1) * n <= max_tokens]
