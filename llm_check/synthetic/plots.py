@@ -26,7 +26,10 @@ def error_vs_n(summary: dict, path) -> None:
     for ax, yl, t in ((axes[0], "L1 to Bayes", "distance to exact Bayes"),
                       (axes[1], "L1 to Oracle", "distance to the Oracle P(y | x_test, θ*)"),
                       (axes[2], "argmax agreement with the Oracle", "accuracy vs the Oracle")):
-        ax.set_xscale("log", base=2)
+        if grid.min() > 0:
+            ax.set_xscale("log", base=2)
+        else:                                                # n = 0 on the axis: linear up to 1, log beyond
+            ax.set_xscale("symlog", base=2, linthresh=1)
         ax.set_xlabel("demonstrations n")
         ax.set_ylabel(yl)
         ax.set_title(t)

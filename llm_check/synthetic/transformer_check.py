@@ -189,7 +189,7 @@ class SeedResult(NamedTuple):
         transformer: ``[P, G, |Y|]`` the model's next-token distribution renormalised over Y.
         bayes: ``[P, G, |Y|]`` exact Bayes (the evaluator's).
         oracle: ``[P, |Y|]`` the Oracle (the evaluator's).
-        kernel_yhat: ``[P, k, G, |Y|]`` each kernel's ŷ_n (the evaluator's).
+        kernel_yhat: ``[P, k, G, |Y|]`` each kernel's ŷ_n (the evaluator's; NaN at n = 0).
         attention: ``[P, L, H, 3, N]`` the label, delimiter and span reads at n = N.
         kernel_values: ``[P, k, N]`` K(x_test, x_i) (the evaluator's, :func:`kernel_weights`).
         label_idx: ``[P, N]`` each demonstration's label as an index into Y.
@@ -239,7 +239,10 @@ def run_seed(model, hmm: HMM, prepared: PreparedKernels, pr: Prompts, labels, gr
     Kv = kernel_weights(hmm, prepared, pr, labels, N)
     label_idx = np.argmax(np.asarray(pr.demos_y)[:, :N, None] == labels, axis=-1)
     trans, att = transformer_reads(model, pr, labels, grid, int(hmm.delim), bos, chunk)
-    yhat = np.stack([np.asarray(k.yhat, np.float64) for k in ev.kernels], axis=1)
+    # The evaluator estimates the kernels at n >= 1 only; n = 0 (no demonstrations) stays NaN.
+    kcols = [g for g, n in enumerate(grid) if n > 0]
+    yhat = np.full((trans.shape[0], len(ev.kernels), len(grid), len(labels)), np.nan)
+    yhat[:, :, kcols] = np.stack([np.asarray(k.yhat, np.float64) for k in ev.kernels], axis=1)
     return SeedResult(trans, np.asarray(ev.bayes, np.float64), np.asarray(ev.oracle, np.float64), yhat, att, Kv,
                       label_idx)
 
@@ -421,6 +424,11 @@ def resolve(cfg: CheckConfig) -> ResolvedCheck:
     model, m_cfg, train_hmm = train.load_trained(cfg.model_run)
     s_rf = open_existing(cfg.sweep_run, "sweep")
     s_cfg = s_rf.read_json("config.json")
+    law = s_cfg.get("prompt_law", "matched")
+    if law != "matched":
+        raise TransformerCheckError(f"sweep {cfg.sweep_run} draws its prompts by the {law!r} law; transformer-check "
+                                    "reads prompts x_1 y_1 δ … x_n y_n δ x_test of fixed input length; expected a "
+                                    "sweep with the matched prompt law")
     hmm = load_run_hmm(s_rf)
     bos = int(m_cfg["bos"])
     vocab = model.config.vocab_size
@@ -429,6 +437,9 @@ def resolve(cfg: CheckConfig) -> ResolvedCheck:
                                     f"was trained on tokens 0..{bos - 1} (vocabulary {vocab} with BOS); expected a sweep "
                                     "of the model's pretraining distribution")
     grid = [int(n) for n in s_cfg["grid"]]
+    if max(grid) < 1:
+        raise TransformerCheckError(f"sweep {cfg.sweep_run} has grid {grid}; expected some n >= 1 (the attention "
+                                    "reads need demonstrations)")
     length = int(s_cfg["length"])
     need = 1 + max(grid) * (length + 2) + length
     if need > model.config.n_positions:

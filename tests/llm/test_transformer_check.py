@@ -190,6 +190,8 @@ def runs(tmp_path_factory):
         run_sweep(SweepConfig(preset_params=dict(HAN), grid=(1, 2, 4), seeds=(0,), prompts_per_seed=6, length=2,
                               num_labels=2, kernels=("predictive", "belief:beta=20", "gram")),
                   root / "sweep", quiet=True, log=lambda *_: None)
+        run_sweep(SweepConfig(preset_params=dict(HAN), grid=(0, 2), seeds=(0,), prompts_per_seed=4, length=2,
+                              num_labels=2, kernels=("predictive",)), root / "zero", quiet=True, log=lambda *_: None)
         run_sweep(SweepConfig(preset_params=dict(HAN, num_tokens=9), grid=(1,), seeds=(0,), prompts_per_seed=2,
                               length=2, num_labels=2, kernels=("predictive",)), root / "big", quiet=True,
                   log=lambda *_: None)
@@ -214,6 +216,17 @@ def test_end_to_end_agrees_with_the_sweep(runs, tmp_path):
     for f in ("error_vs_n.png", "head_map.png", "attention_scatter.png", "position_map.png", "metrics.csv",
               "summary.json"):
         assert (tmp_path / "out" / f).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_n_zero_has_no_kernel_estimate(runs, tmp_path):
+    """n = 0 (x_test alone): the transformer and Bayes are scored, the kernels (no demonstrations) are NaN."""
+    s = tc.run_transformer_check(tc.CheckConfig(str(runs / "model"), str(runs / "zero")), tmp_path / "out",
+                                 quiet=True, log=lambda *_: None)
+    c = s["curves"]
+    assert np.isnan(c["kernel:predictive"]["l1_bayes"][0]) and np.isfinite(c["kernel:predictive"]["l1_bayes"][1])
+    assert np.all(np.isfinite(c["transformer"]["l1_bayes"])) and c["bayes"]["l1_bayes"] == [0.0, 0.0]
+    assert (tmp_path / "out" / "error_vs_n.png").stat().st_size > 0
 
 
 @pytest.mark.slow
