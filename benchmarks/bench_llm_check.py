@@ -6,9 +6,10 @@ items of the evaluation order, then times what the run does per batch: the forwa
 last-token attention capture of every layer and head plus the label-word logits, copied to host
 memory.
 
-* **ours**: the run's batching (length-sorted batches of ``--batch-size``, padded to a multiple of
-  ``llm_check.realdata.config.BUCKET`` tokens); compile time is reported on its own (first pass) and the
-  warm pass is the best of ``--repeats``.
+* **ours**: the run's batching (``icl.plan_batches``: length buckets of at most ``--batch-size``
+  prompts, each padded to a multiple of ``icl.PAD_MULTIPLE`` tokens, no all-padding rows); the
+  padding fraction of the processed tokens is printed; compile time is reported on its own (first
+  pass, one compilation per distinct batch shape) and the warm pass is the best of ``--repeats``.
 * **transformers** (torch eager, the same GGUF weights dequantised, float32), every combination
   of: torch threads 1 and the default; ``logits_to_keep=1`` (only the last position's logits,
   like ours) or all logits; one prompt at a time (no padding at all) or the same padded batches
@@ -49,7 +50,7 @@ def main() -> None:
     import jax
 
     from llm_check.realdata import icl
-    from llm_check.realdata.config import BUCKET, LLMCheckConfig
+    from llm_check.realdata.config import LLMCheckConfig
     from llm_check.realdata.data import load_task
     from llm_check.models import forward, pad_batch
     from llm_check.loading import load_model
@@ -59,8 +60,9 @@ def main() -> None:
     cfg = LLMCheckConfig(task="sst2", n=a.n, limit=a.points, batch_size=a.batch_size).validate()
     prompts, _, _, _ = icl.build_all(task, lm.tokenizer, cfg, lm.config.max_position_embeddings)
     lengths = np.array([len(p.ids) for p in prompts])
-    order = icl.make_batches(lengths, a.batch_size)
-    batches = [pad_batch([prompts[i].ids for i in b], multiple=BUCKET, min_batch=a.batch_size) for b in order]
+    plan = icl.plan_batches(lengths, a.batch_size)
+    batches = [pad_batch([prompts[i].ids for i in b], multiple=icl.PAD_MULTIPLE) for b in plan.batches]
+    assert sum(ids.size for ids, _, _ in batches) == plan.padded_tokens
 
     def ours_pass():
         for ids, mask, last in batches:
@@ -77,14 +79,15 @@ def main() -> None:
         ours_pass()
         times.append(time.perf_counter() - t)
     ours = min(times)
-    rows = [("ours (JAX, jit, batches of %d, bucket %d)" % (a.batch_size, BUCKET), ours)]
+    rows = [("ours (JAX, jit, length buckets of <= %d, pad to %d)" % (a.batch_size, icl.PAD_MULTIPLE), ours)]
     res = {
         "benchmark": "llm-check ICL pass, SST-2 prompts, ours vs transformers",
         "model": "SmolLM2-135M-Instruct (Q4_1 GGUF dequantised, float32)",
         "platform": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "load_average_start": os.getloadavg()[0], "n_demonstrations": a.n, "points": len(prompts),
         "batch_size": a.batch_size, "mean_prompt_tokens": float(lengths.mean()),
-        "padded_tokens": int(sum(ids.size for ids, _, _ in batches)),
+        "real_tokens": plan.real_tokens, "padded_tokens": plan.padded_tokens,
+        "padding_fraction": round(plan.padding_fraction, 4), "batches": len(plan.batches), "shapes": plan.shapes,
         "ours_first_pass_s_incl_compile": round(first, 2), "ours_best_pass_s": round(ours, 3),
         "ours_points_per_s": round(len(prompts) / ours, 3),
     }
@@ -136,7 +139,9 @@ def main() -> None:
     res["load_average_end"] = os.getloadavg()[0]
     print(f"{len(prompts)} SST-2 prompts (n = {a.n}, mean {lengths.mean():.0f} tokens), "
           f"{os.cpu_count()} cores, load average {res['load_average_start']:.1f} -> {res['load_average_end']:.1f}, "
-          f"best of {a.repeats}; ours compiles in the first pass ({first:.1f} s)")
+          f"best of {a.repeats}; ours compiles in the first pass ({first:.1f} s, {plan.shapes} shapes)")
+    print(f"ours: {len(plan.batches)} batches, padding {100 * plan.padding_fraction:.1f}% of "
+          f"{plan.padded_tokens} processed tokens ({plan.real_tokens} real)")
     for name, s in rows:
         print(f"  {name:78s} {s:8.2f} s  {len(prompts) / s:6.2f} points/s")
     if "ratio_ours_vs_transformers_fastest" in res:

@@ -20,7 +20,7 @@ Run folder (``runs/<name>/``), every file written through :class:`icl_kernel.run
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +30,7 @@ from tqdm import tqdm
 from icl_kernel.runfolder import RunFolder
 from llm_check.realdata import analysis as A
 from llm_check.realdata import prompts as P
-from llm_check.realdata.config import BUCKET, SPLIT_SEED, LLMCheckConfig
+from llm_check.realdata.config import SPLIT_SEED, LLMCheckConfig
 from llm_check.realdata.data import TaskData
 from llm_check.realdata.data_errors import PromptError
 from llm_check.models import CaptureConfig, forward, pad_batch
@@ -41,6 +41,11 @@ CAPTURE_PROBES = CaptureConfig(hook_pattern=True, hook_k=True, hook_v=True)
 CAPTURE_SINGLES = CaptureConfig(hook_pattern=False, hook_resid_post=True, hook_normalized=True)
 
 PROBE_OFFSETS = (-1, 0, 1, 2, 3)
+
+# The ICL pass pads each prompt to a multiple of this many tokens: prompts whose lengths round up to
+# the same multiple share a batch (and a compiled shape), so padding is under PAD_MULTIPLE tokens per
+# prompt (about 2% on SST-2 with n = 8, mean 167 tokens) and no batch carries all-padding rows.
+PAD_MULTIPLE = 8
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,19 +170,68 @@ def make_batches(lengths: np.ndarray, batch_size: int, first: Sequence[int] = ()
     return out
 
 
+class BatchPlan(NamedTuple):
+    """The ICL pass's batches: ``batches[b]`` item indices ``[B_b]`` (B_b <= batch size), each padded
+    to ``padded_lengths[b]`` tokens; token counts over the whole pass."""
+    batches: list
+    padded_lengths: list
+    real_tokens: int
+    padded_tokens: int  # sum over batches of B_b * S_b: every token the forward processes
+
+    @property
+    def padding_fraction(self) -> float:
+        """Share of the processed tokens that are padding."""
+        return 1.0 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+    @property
+    def shapes(self) -> int:
+        """Distinct (batch, sequence) shapes, i.e. compilations of the forward."""
+        return len({(len(b), s) for b, s in zip(self.batches, self.padded_lengths)})
+
+    def info(self) -> dict:
+        """The plan's numbers for run_info.json."""
+        return {"batches": len(self.batches), "shapes": self.shapes, "pad_multiple": PAD_MULTIPLE,
+                "real_tokens": self.real_tokens, "padded_tokens": self.padded_tokens,
+                "padding_fraction": self.padding_fraction}
+
+
+def plan_batches(lengths: np.ndarray, batch_size: int, first: Sequence[int] = (),
+                 multiple: int = PAD_MULTIPLE) -> BatchPlan:
+    """Length buckets: items grouped by their length rounded up to ``multiple``, each group split in
+    length order into batches of at most ``batch_size``; the items in ``first`` get their own leading
+    batches (bucketed the same way). Every item is in exactly one batch, padded by < ``multiple``."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    first = np.asarray(sorted(set(int(i) for i in first)), dtype=np.int64)
+    rest = np.setdiff1d(np.arange(len(lengths)), first)
+    padded = -(-lengths // multiple) * multiple
+    batches, sizes = [], []
+    for group in (first, rest):
+        order = group[np.argsort(lengths[group], kind="stable")]
+        for s in np.unique(padded[order]):
+            same = order[padded[order] == s]
+            for a in range(0, len(same), batch_size):
+                batches.append(same[a:a + batch_size])
+                sizes.append(int(s))
+    return BatchPlan(batches, sizes, int(lengths.sum()), int(sum(len(b) * s for b, s in zip(batches, sizes))))
+
+
 # ----------------------------------------------------------------------------------------------
 # The ICL pass.
 
 def icl_pass(lm, prompts: list[P.Prompt], label_ids: Sequence[int], cfg: LLMCheckConfig, rf: RunFolder,
              probe_set: Sequence[int] = (), quiet: bool = False):
-    """Run every prompt once; save ``chunks/chunk_XXXXX.npz``; return probe features for ``probe_set``
-    items ``{item: (keys[L, H, n, 5, hd], values[L, H, n, 5, hd])}`` (only for chunks run now).
+    """Run every prompt once, in the length buckets of :func:`plan_batches`; save
+    ``chunks/chunk_XXXXX.npz``; return ``(feats, timings, plan)``: probe features for ``probe_set``
+    items ``{item: (keys[L, H, n, 5, hd], values[L, H, n, 5, hd])}`` (only for chunks run now),
+    ``(items, seconds)`` per forward run now, and the :class:`BatchPlan`.
 
     A chunk is reused when it is intact (its checksum matches, ``rf.is_done``) and holds the same
-    items; a missing or corrupted chunk is recomputed. Probe features are not stored: while
-    ``probes.json`` is missing, the chunks holding probe items (the leading batches) are rerun."""
+    items; a missing or corrupted chunk is recomputed, and chunks beyond the plan (left by a run
+    batched otherwise) are removed. Probe features are not stored: while ``probes.json`` is missing,
+    the chunks holding probe items (the leading batches) are rerun."""
     lengths = np.array([len(p.ids) for p in prompts])
-    batches = make_batches(lengths, cfg.batch_size, probe_set)
+    plan = plan_batches(lengths, cfg.batch_size, probe_set)
+    batches = plan.batches
     probe_set = set(int(i) for i in probe_set)
     need_feats = bool(probe_set) and not rf.is_done("probes.json")
     H = lm.config.num_attention_heads
@@ -193,7 +247,8 @@ def icl_pass(lm, prompts: list[P.Prompt], label_ids: Sequence[int], cfg: LLMChec
             if np.array_equal(rf.load_npz(rel)["items"], items):
                 bar.update(len(items))
                 continue
-        ids, mask, last = pad_batch([prompts[i].ids for i in items], multiple=BUCKET, min_batch=cfg.batch_size)
+        ids, mask, last = pad_batch([prompts[i].ids for i in items], multiple=PAD_MULTIPLE)
+        assert ids.shape == (len(items), plan.padded_lengths[b])
         t0 = time.perf_counter()
         out = forward(lm.model, ids, mask, last, capture=CAPTURE_PROBES if want_kv else CAPTURE_ICL)
         pat = np.asarray(out.hook_pattern[:, :, :, 0, :])  # [L, B, H, S]
@@ -212,7 +267,11 @@ def icl_pass(lm, prompts: list[P.Prompt], label_ids: Sequence[int], cfg: LLMChec
                  label_logits=logits[:nb][:, label_ids], top_token=np.argmax(logits[:nb], axis=-1))
         bar.update(nb)
     bar.close()
-    return feats, timings
+    cdir = rf.path / "chunks"
+    for f in sorted(cdir.glob("chunk_*.npz")) if cdir.is_dir() else []:
+        if f.stem[6:].isdigit() and int(f.stem[6:]) >= len(batches):
+            rf.remove(f"chunks/{f.name}")
+    return feats, timings, plan
 
 
 def probe_features(rows: np.ndarray, k_all: np.ndarray, v_all: np.ndarray, p: P.Prompt, rep: int):

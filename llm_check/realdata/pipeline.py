@@ -125,7 +125,8 @@ def _run_passes(cfg: LLMCheckConfig, prep: Prepared, rf: RunFolder, quiet: bool,
     held_full = [int(i) for i in held if prompts[i].n_dropped == 0 and len(prompts[i].x_spans) == cfg.n]
     probe_set = held_full[: cfg.probe_items] if (cfg.probe_items and cfg.singles) else []
     t_icl = time.perf_counter()
-    feats, timings = icl.icl_pass(lm, prompts, prep.label_ids, cfg, rf, probe_set, quiet=quiet)
+    feats, timings, plan = icl.icl_pass(lm, prompts, prep.label_ids, cfg, rf, probe_set, quiet=quiet)
+    info["icl_batching"] = plan.info()  # length buckets: batches, compiled shapes, padding fraction
     t_icl = time.perf_counter() - t_icl
     ran = sum(n for n, _ in timings)
 
