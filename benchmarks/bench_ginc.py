@@ -84,7 +84,7 @@ def main():
 
     put = lambda x: jax.device_put(np.asarray(x, np.int32), sh)  # noqa: E731
     key = jax.random.PRNGKey(1114)
-    rows, per_k = [], {}
+    per_k = {}
     print(f"devices: {ndev} x {jax.devices()[0].platform}; dtype {a.dtype}; {a.prompts} prompts per (k, n), "
           f"dynamax on the first {a.dyn_prompts} of each; load average {os.getloadavg()[0]:.1f}", flush=True)
     for k in a.ks:
@@ -138,7 +138,6 @@ def main():
               f"       subset: ours {t_ours_sub:7.3f} s, dynamax {t_dyn:7.2f} s, ratio {ratio:6.1f}x   "
               f"[{'PASS' if ratio >= 20 else 'FAIL'} >= 20x]   agreement on {compared} (prompt, concept): "
               f"log-lik {worst_ll:.1e} rel, predictive {worst_pred:.1e}", flush=True)
-        rows.append(k)
     worst_t = max(v["seconds"] for v in per_k.values())
     worst_r = min(v["ratio_vs_dynamax"] for v in per_k.values())
     print(f"targets: seconds per k (max over k) {worst_t:.2f} s  [{'PASS' if worst_t <= 60 else 'FAIL'} <= 60 s]; "
