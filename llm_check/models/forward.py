@@ -17,6 +17,9 @@ from llm_check.models.attention import ATTENTION_IMPLS, gather_positions
 from llm_check.models.output import CaptureConfig, ForwardOutput
 
 PATTERN_ONLY = CaptureConfig()
+# Contraction block of the forward's matmuls (see llm_check.models.layers.blocked_dot): float32
+# logits of SmolLM2 stay as close to a float64 reference as transformers' float32 ones.
+K_BLOCK = 64
 
 
 def last_positions(attention_mask) -> jax.Array:
@@ -124,7 +127,7 @@ def _forward_jit(graphdef, state, input_ids, attention_mask, capture_positions, 
 
     def one_layer(x, layer_state):
         layer = nnx.merge(layer_def, layer_state)
-        x, pattern, (q, k, v) = layer(x, cfg, cos, sin, attention_mask, capture_positions, impl)
+        x, pattern, (q, k, v) = layer(x, cfg, cos, sin, attention_mask, capture_positions, impl, K_BLOCK)
         out = dict(pattern=pattern)
         if capture.hook_q:      # [B, S, H, hd] -> [B, H, Q, hd] at the captured query positions
             out["q"] = gather_positions(q, capture_positions).transpose(0, 2, 1, 3)
@@ -138,7 +141,7 @@ def _forward_jit(graphdef, state, input_ids, attention_mask, capture_positions, 
 
     x, per_layer = jax.lax.scan(one_layer, x, stacked)
     hidden = model.final(x)
-    logits = model.head(hidden if all_logits else gather_positions(hidden, capture_positions))
+    logits = model.head(hidden if all_logits else gather_positions(hidden, capture_positions), K_BLOCK)
     get = lambda name, on: per_layer[name] if on else None  # noqa: E731  (stacked [L, ...] by the scan)
     return ForwardOutput(
         logits=logits,

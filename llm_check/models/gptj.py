@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from llm_check.models import attention as att
-from llm_check.models.layers import Embedding, Linear, Norm
+from llm_check.models.layers import Embedding, Linear, Norm, blocked_dot
 
 _ACTIVATIONS = {
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
@@ -73,20 +73,21 @@ class GPTJBlock(nnx.Module):
         self.fc_in = Linear(d, cfg.intermediate_size, bias=True, dtype=dtype, rngs=rngs)
         self.fc_out = Linear(cfg.intermediate_size, d, bias=True, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, cfg: GPTJConfig, cos, sin, key_mask, capture_positions, impl: str = "chunked"):
+    def __call__(self, x, cfg: GPTJConfig, cos, sin, key_mask, capture_positions, impl: str = "chunked",
+                 k_block: int | None = None):
         """x ``[B, S, D]`` -> (x, pattern ``[B, H, Q, S]``, (q, k, v) pre-rotary per head)."""
         B, S, _ = x.shape
         hd = cfg.head_dim
         h = att.layer_norm(x, self.ln_1.weight[...], self.ln_1.bias[...], cfg.layer_norm_epsilon)
-        q = self.q_proj(h).reshape(B, S, cfg.n_head, hd)
-        k = self.k_proj(h).reshape(B, S, cfg.n_head, hd)
-        v = self.v_proj(h).reshape(B, S, cfg.n_head, hd)
+        q = self.q_proj(h, k_block).reshape(B, S, cfg.n_head, hd)
+        k = self.k_proj(h, k_block).reshape(B, S, cfg.n_head, hd)
+        v = self.v_proj(h, k_block).reshape(B, S, cfg.n_head, hd)
         out, pattern = att.attention(
             att.apply_rope_interleaved(q, cos, sin, cfg.rot_dim),
             att.apply_rope_interleaved(k, cos, sin, cfg.rot_dim), v,
             key_mask, capture_positions, scale=hd ** -0.5, impl=impl)
-        attn_out = self.out_proj(out.reshape(B, S, -1))
-        mlp_out = self.fc_out(_ACTIVATIONS[cfg.activation_function](self.fc_in(h)))
+        attn_out = self.out_proj(out.reshape(B, S, -1), k_block)
+        mlp_out = self.fc_out(_ACTIVATIONS[cfg.activation_function](self.fc_in(h, k_block)))
         return x + attn_out + mlp_out, pattern, (q, k, v)
 
 
@@ -114,7 +115,7 @@ class GPTJModel(nnx.Module):
         """Final LayerNorm: ``[B, S, D]`` -> hidden ``[B, S, D]``."""
         return att.layer_norm(x, self.ln_f.weight[...], self.ln_f.bias[...], self.config.layer_norm_epsilon)
 
-    def head(self, h):
-        """Output head: ``[B, Q, D]`` -> logits ``[B, Q, V]`` float32."""
-        logits = jnp.dot(h, self.lm_head.kernel[...], preferred_element_type=jnp.float32)
+    def head(self, h, k_block: int | None = None):
+        """Output head: ``[B, Q, D]`` -> logits ``[B, Q, V]`` float32 (``k_block``: see ``blocked_dot``)."""
+        logits = blocked_dot(h, self.lm_head.kernel[...], k_block)
         return logits + self.lm_head.bias[...].astype(jnp.float32)

@@ -6,6 +6,24 @@ import jax.numpy as jnp
 from flax import nnx
 
 
+def blocked_dot(x: jax.Array, w: jax.Array, k_block: int | None = None) -> jax.Array:
+    """``x [..., K] @ w [K, N]`` -> ``[..., N]`` float32, summing the products ``k_block`` at a time.
+
+    With ``k_block`` (and K a multiple of it, K > k_block) each block of the contraction is one
+    matmul and the K / k_block partial products are added at the end. XLA:CPU's float32 matmul
+    adds all K products in one running sum; splitting it bounds each running sum to ``k_block``
+    terms, which lowers the rounding error (measured RMS error on SmolLM2's shapes: 1.59e-5
+    unsplit, 6.7e-6 with k_block=64, against 9.9e-6 for torch's float32 matmul). None: one matmul.
+    """
+    K = x.shape[-1]
+    if k_block is None or K <= k_block or K % k_block:
+        return jnp.dot(x, w, preferred_element_type=jnp.float32)
+    nk = K // k_block
+    parts = jnp.einsum("...nk,nkd->n...d", x.reshape(*x.shape[:-1], nk, k_block), w.reshape(nk, k_block, -1),
+                       preferred_element_type=jnp.float32)
+    return jnp.sum(parts, axis=0)
+
+
 class Linear(nnx.Module):
     """``y = x @ kernel + bias``; kernel ``[d_in, d_out]`` (the transpose of torch's layout)."""
 
@@ -13,8 +31,8 @@ class Linear(nnx.Module):
         self.kernel = nnx.Param((jax.random.normal(rngs.params(), (d_in, d_out), jnp.float32) * std).astype(dtype))
         self.bias = nnx.Param(jnp.zeros((d_out,), dtype)) if bias else None
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        y = jnp.dot(x, self.kernel[...], preferred_element_type=jnp.float32).astype(x.dtype)
+    def __call__(self, x: jax.Array, k_block: int | None = None) -> jax.Array:
+        y = blocked_dot(x, self.kernel[...], k_block).astype(x.dtype)
         if self.bias is not None:
             y = y + self.bias[...]
         return y
@@ -37,6 +55,6 @@ class Embedding(nnx.Module):
     def __call__(self, ids: jax.Array) -> jax.Array:
         return jnp.take(self.embedding[...], ids, axis=0)
 
-    def attend(self, x: jax.Array) -> jax.Array:
-        """Tied output head: ``x @ embedding.T`` -> ``[..., V]``."""
-        return jnp.dot(x, self.embedding[...].T, preferred_element_type=jnp.float32)
+    def attend(self, x: jax.Array, k_block: int | None = None) -> jax.Array:
+        """Tied output head: ``x @ embedding.T`` -> ``[..., V]`` float32 (see :func:`blocked_dot`)."""
+        return blocked_dot(x, self.embedding[...].T, k_block)

@@ -14,7 +14,7 @@ import numpy as np
 from flax import nnx
 
 from llm_check.models import attention as att
-from llm_check.models.layers import Embedding, Linear, Norm
+from llm_check.models.layers import Embedding, Linear, Norm, blocked_dot
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,20 +79,21 @@ class LlamaBlock(nnx.Module):
         self.up_proj = Linear(d, cfg.intermediate_size, bias=cfg.mlp_bias, dtype=dtype, rngs=rngs)
         self.down_proj = Linear(cfg.intermediate_size, d, bias=cfg.mlp_bias, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, cfg: LlamaConfig, cos, sin, key_mask, capture_positions, impl: str = "chunked"):
+    def __call__(self, x, cfg: LlamaConfig, cos, sin, key_mask, capture_positions, impl: str = "chunked",
+                 k_block: int | None = None):
         """x ``[B, S, D]`` -> (x, pattern ``[B, H, Q, S]``, (q, k, v) pre-rotary per head)."""
         B, S, _ = x.shape
         hd = cfg.head_dim
         h = att.rms_norm(x, self.input_layernorm.weight[...], cfg.rms_norm_eps)
-        q = self.q_proj(h).reshape(B, S, cfg.num_attention_heads, hd)
-        k = self.k_proj(h).reshape(B, S, cfg.num_key_value_heads, hd)
-        v = self.v_proj(h).reshape(B, S, cfg.num_key_value_heads, hd)
+        q = self.q_proj(h, k_block).reshape(B, S, cfg.num_attention_heads, hd)
+        k = self.k_proj(h, k_block).reshape(B, S, cfg.num_key_value_heads, hd)
+        v = self.v_proj(h, k_block).reshape(B, S, cfg.num_key_value_heads, hd)
         out, pattern = att.attention(
             att.apply_rope_half(q, cos, sin), att.apply_rope_half(k, cos, sin), v,
             key_mask, capture_positions, scale=hd ** -0.5, impl=impl)
-        x = x + self.o_proj(out.reshape(B, S, -1))
+        x = x + self.o_proj(out.reshape(B, S, -1), k_block)
         h = att.rms_norm(x, self.post_attention_layernorm.weight[...], cfg.rms_norm_eps)
-        x = x + self.down_proj(jax.nn.silu(self.gate_proj(h)) * self.up_proj(h))
+        x = x + self.down_proj(jax.nn.silu(self.gate_proj(h, k_block)) * self.up_proj(h, k_block))
         return x, pattern, (q, k, v)
 
 
@@ -118,8 +119,8 @@ class LlamaModel(nnx.Module):
         """Final RMSNorm: ``[B, S, D]`` -> hidden ``[B, S, D]``."""
         return att.rms_norm(x, self.norm.weight[...], self.config.rms_norm_eps)
 
-    def head(self, h):
-        """Output head: ``[B, Q, D]`` -> logits ``[B, Q, V]`` float32."""
+    def head(self, h, k_block: int | None = None):
+        """Output head: ``[B, Q, D]`` -> logits ``[B, Q, V]`` float32 (``k_block``: see ``blocked_dot``)."""
         if self.lm_head is None:
-            return self.embed_tokens.attend(h).astype(jnp.float32)
-        return jnp.dot(h, self.lm_head.kernel[...], preferred_element_type=jnp.float32)
+            return self.embed_tokens.attend(h, k_block).astype(jnp.float32)
+        return blocked_dot(h, self.lm_head.kernel[...], k_block)
