@@ -63,7 +63,7 @@ from simulate import metrics
 from simulate.evaluator import Evaluation, PreparedKernels, evaluate_prompts, make_evaluator, prepare_kernels
 from simulate.forward import prompt_tokens
 from simulate.sampling import Prompts
-from simulate.sweep import load_prompts, load_run_hmm
+from simulate.sweep import load_prompts, load_run_hmm, make_run_evaluator, run_ginc_params
 from theory import kernels as tk
 from theory.hmm import HMM
 
@@ -193,6 +193,10 @@ class SeedResult(NamedTuple):
         attention: ``[P, L, H, 3, N]`` the label, delimiter and span reads at n = N.
         kernel_values: ``[P, k, N]`` K(x_test, x_i) (the evaluator's, :func:`kernel_weights`).
         label_idx: ``[P, N]`` each demonstration's label as an index into Y.
+        label: ``[P]`` GINC only: the prompt's test label (a symbol; GINC's argmax of the Oracle).
+        zero: ``[P, G]`` bool, GINC only: P(prompt_n | p_pre) = 0 (Bayes is NaN there).
+        oracle_defined: ``[P]`` bool, GINC only: x_test is possible under the prompt law's concept
+            and start (the Oracle is NaN where it is not).
     """
 
     transformer: np.ndarray
@@ -202,6 +206,13 @@ class SeedResult(NamedTuple):
     attention: np.ndarray
     kernel_values: np.ndarray
     label_idx: np.ndarray
+    label: np.ndarray | None = None
+    zero: np.ndarray | None = None
+    oracle_defined: np.ndarray | None = None
+
+    def arrays(self) -> dict:
+        """The fields that are set (what ``cells/seed_S.npz`` holds)."""
+        return {k: v for k, v in self._asdict().items() if v is not None}
 
 
 def transformer_reads(model, pr: Prompts, labels, grid, delim: int, bos: int, chunk: int):
@@ -247,6 +258,156 @@ def run_seed(model, hmm: HMM, prepared: PreparedKernels, pr: Prompts, labels, gr
                       label_idx)
 
 
+# ------------------------------------------------------------------ GINC prompts
+
+
+class GincScoring(NamedTuple):
+    """What scoring a GINC sweep's prompts needs.
+
+    Attributes:
+        sweep_config: the sweep's ``config.json`` (its evaluator is rebuilt from it by
+            :func:`simulate.sweep.make_run_evaluator`).
+        law: ``"id"`` or ``"ood"`` (GINC's ``ID_sample`` / ``OOD_sample``).
+        params: the :class:`simulate.ginc.GincParams` the prompts were drawn from (ID or OOD concepts).
+        skipped: sweep grid points whose prompts do not fit the model's context.
+    """
+
+    sweep_config: dict
+    law: str
+    params: object
+    skipped: tuple
+
+
+def prompt_positions(n: int, length: int) -> int:
+    """Positions a model reads for ``BOS x_1 y_1 δ … x_n y_n δ x_test`` with inputs of ``length`` tokens
+    (GINC: ``1 + n(k+1) + k-1`` with k = length + 1)."""
+    return 1 + n * (length + 2) + length
+
+
+def ginc_oracle(params, pr: Prompts, start_slot, law: str):
+    """GINC's Oracle under the prompt law, recomputed as the sweep drew it (:func:`simulate.ginc.oracle`
+    from GINC's start: uniform over values at the prompt's start slot for ID, uniform over all states for
+    OOD): ``(probs [P, A] NaN where undefined, label [P], defined [P] bool)``."""
+    from simulate import ginc
+
+    x_test = np.asarray(pr.x_test)
+    with jax.enable_x64(True):
+        start = ginc.start_id(params, np.asarray(start_slot)) if law == "id" else ginc.start_ood(params, x_test.shape[0])
+        orc = ginc.oracle(params, x_test, np.asarray(pr.task), start)
+    defined = np.asarray(orc.defined, bool)
+    return np.where(defined[:, None], np.asarray(orc.probs, np.float64), np.nan), np.asarray(orc.label), defined
+
+
+def ginc_evaluator(hmm: HMM, prepared: PreparedKernels, sweep_config: dict, grid):
+    """The sweep's own GINC evaluator (:func:`simulate.sweep.make_run_evaluator`: exact Bayes under p_pre by
+    its forward, the kernels over all symbols) at ``grid``, in float64: ``(demos_x, demos_y, x_test, task,
+    oracle) -> Evaluation``. Call it with JAX's float64 enabled."""
+    return make_run_evaluator(hmm, prepared, dict(sweep_config, grid=[int(n) for n in grid], curve=False,
+                                                  dtype=SCORING_DTYPE))
+
+
+def run_ginc_evaluator(evaluate, demos_x, demos_y, x_test, task, oracle, chunk: int = EVAL_CHUNK) -> Evaluation:
+    """``evaluate`` (:func:`ginc_evaluator`) over all prompts in batches of ``chunk`` (the last one padded
+    with copies of its first prompt and cut, as the sweep does); numpy out, prompt axis first."""
+    arrays = [np.asarray(a) for a in (demos_x, demos_y, x_test, task, oracle)]
+    P = arrays[0].shape[0]
+    c = max(1, min(int(chunk), P))
+    pieces = []
+    for a in range(0, P, c):
+        real = min(c, P - a)
+        sl = [x[a:a + c] for x in arrays]
+        if real < c:
+            sl = [np.concatenate([x, np.repeat(x[:1], c - real, axis=0)]) for x in sl]
+        ev = evaluate(*sl)
+        pieces.append(jax.tree_util.tree_map(lambda v: np.asarray(v)[:real], ev))
+    return jax.tree_util.tree_map(lambda *vs: np.concatenate(vs, axis=0), *pieces)
+
+
+def ginc_kernel_weights(hmm: HMM, prepared: PreparedKernels, sweep_config: dict, pr: Prompts, task, n: int,
+                        chunk: int = EVAL_CHUNK) -> np.ndarray:
+    """K(x_test, x_i) for i ≤ n and every prepared kernel on GINC prompts, ``[P, k, n]`` float64: each
+    demonstration evaluated as a one-demonstration prompt by the sweep's GINC evaluator, whose n = 1
+    denominator is K(x_test, x_i) (as :func:`kernel_weights`; a demonstration p_pre cannot produce
+    weighs 0 there, as in the sweep)."""
+    dx, dy = np.asarray(pr.demos_x)[:, :n], np.asarray(pr.demos_y)[:, :n]
+    P, _, length = dx.shape
+    A = hmm.num_tokens
+    with jax.enable_x64(True):
+        ev = run_ginc_evaluator(ginc_evaluator(hmm, prepared, sweep_config, (1,)), dx.reshape(P * n, 1, length),
+                                dy.reshape(P * n, 1), np.repeat(np.asarray(pr.x_test), n, axis=0),
+                                np.repeat(np.asarray(task), n), np.zeros((P * n, A)), chunk)
+    return np.stack([np.asarray(k.denominator, np.float64)[:, 0].reshape(P, n) for k in ev.kernels], axis=1)
+
+
+def run_seed_ginc(model, hmm: HMM, prepared: PreparedKernels, scoring: GincScoring, pr: Prompts, start_slot,
+                  grid, bos: int, chunk: int, what: str = "the sweep") -> SeedResult:
+    """The transformer and the sweep's GINC evaluator on one seed's GINC prompts at ``grid`` (the grid
+    points that fit the model's context). The Oracle is recomputed from the prompt law and must give the
+    sweep's saved test labels."""
+    labels = np.asarray(scoring.sweep_config["labels"], np.int32)
+    N = max(grid)
+    oracle, label, defined = ginc_oracle(scoring.params, pr, start_slot, scoring.law)
+    if not np.array_equal(label, np.asarray(pr.y_test)):
+        i = int(np.argmax(label != np.asarray(pr.y_test)))
+        raise TransformerCheckError(f"{what}: prompt {i}'s saved test label {int(pr.y_test[i])} is not the Oracle's "
+                                    f"{int(label[i])} recomputed from the sweep's GINC parameters; expected an "
+                                    "unmodified GINC sweep folder")
+    task = np.asarray(pr.task, np.int32) if scoring.law == "id" else np.full(len(label), -1, np.int32)
+    dx, dy = np.asarray(pr.demos_x)[:, :N], np.asarray(pr.demos_y)[:, :N]
+    with jax.enable_x64(True):
+        ev = run_ginc_evaluator(ginc_evaluator(hmm, prepared, scoring.sweep_config, grid), dx, dy, pr.x_test, task,
+                                oracle)
+    Kv = ginc_kernel_weights(hmm, prepared, scoring.sweep_config, pr, task, N)
+    zero = np.asarray(ev.zero, bool)
+    bayes = np.asarray(ev.bayes, np.float64)
+    bad = ~np.isfinite(bayes).all(-1) & ~zero
+    if bad.any():
+        i, g = (int(v) for v in np.argwhere(bad)[0])
+        raise TransformerCheckError(f"{what}: Bayes is not finite for prompt {i} at n = {grid[g]} although the prompt "
+                                    "has positive probability under p_pre; expected a finite exact Bayes")
+    label_idx = np.argmax(dy[..., None] == labels, axis=-1)
+    trans, att = transformer_reads(model, pr, labels, grid, int(hmm.delim), bos, chunk)
+    kcols = [g for g, n in enumerate(grid) if n > 0]
+    yhat = np.full((trans.shape[0], len(ev.kernels), len(grid), len(labels)), np.nan)
+    yhat[:, :, kcols] = np.stack([np.asarray(k.yhat, np.float64) for k in ev.kernels], axis=1)
+    return SeedResult(trans, bayes, oracle, yhat, att, Kv, label_idx, label=np.asarray(pr.y_test, np.int32),
+                      zero=zero, oracle_defined=defined)
+
+
+def label_accuracy(pred, label, labels) -> np.ndarray:
+    """1.0 where the argmax of ``pred [P, ..., |Y|]`` over Y is the prompt's ``label [P]`` (a token of
+    ``labels``), 0.0 where not, NaN where ``pred`` is not finite (GINC's metric, as the sweep scores it)."""
+    pred = np.asarray(pred, float)
+    idx = np.argmax(np.asarray(label)[:, None] == np.asarray(labels)[None, :], axis=1)
+    idx = np.where((np.asarray(label)[:, None] == np.asarray(labels)[None, :]).any(1), idx, -1)
+    idx = idx.reshape(idx.shape + (1,) * (pred.ndim - 2))
+    ok = np.isfinite(pred).all(-1)
+    return np.where(ok, (np.argmax(np.nan_to_num(pred, nan=-np.inf), -1) == idx).astype(float), np.nan)
+
+
+def ginc_curve_metrics(res: SeedResult, kernel_labels, labels) -> list[dict]:
+    """:func:`curve_metrics` plus, per method and n, the accuracy against the prompt's label, an
+    ``oracle`` row, and for every metric the number of prompts its mean is over (``count_<metric>``;
+    Bayes and distances to it exist only on prompts with P(prompt | p_pre) > 0, the Oracle only where
+    x_test is possible under the prompt law)."""
+    rows = curve_metrics(res, kernel_labels)
+    G = res.bayes.shape[1]
+    oracle_g = np.broadcast_to(res.oracle[:, None], res.bayes.shape)
+    orow = dict(method="oracle", **{k: metrics.column_means(v) for k, v in
+                                    metrics.predictor_metrics(oracle_g, res.bayes, res.oracle).items()})
+    rows.append(orow)
+    preds = dict(transformer=res.transformer, bayes=res.bayes, oracle=oracle_g,
+                 **{f"kernel:{k}": res.kernel_yhat[:, j] for j, k in enumerate(kernel_labels)})
+    for row in rows:
+        pred = preds[row["method"]]
+        per = metrics.predictor_metrics(pred, res.bayes, res.oracle)
+        per["accuracy"] = label_accuracy(pred, res.label, labels)
+        row["accuracy"] = metrics.column_means(per["accuracy"])
+        for k, v in per.items():
+            row[f"count_{k}"] = np.isfinite(v).sum(0).astype(int).reshape(G)
+    return rows
+
+
 # ------------------------------------------------------------------ summary
 
 
@@ -284,15 +445,20 @@ def position_controls(a, w, label_idx, targets: dict, sel, rep, num_labels: int,
     against = {}
     for name, t in targets.items():
         t = np.asarray(t)
-        const = ra.most_frequent(t[sel], num_labels)
-        sc = ra.score_baselines(pb, t, rep, l, h, const)
+        sel_t, rep_t = sel[t[sel] >= 0], rep[t[rep] >= 0]         # a target of -1 is undefined there
+        if not sel_t.size or not rep_t.size:
+            against[name] = dict(prompts=int(rep_t.size), kernel_like=False,
+                                 verdict="no held-out prompt where this target is defined")
+            continue
+        const = ra.most_frequent(t[sel_t], num_labels)
+        sc = ra.score_baselines(pb, t, rep_t, l, h, const)
         hv = sc.head
         verdict = (f"kernel-like: its vote beats its position-only vote ({hv.head_agreement:.3f} vs "
                    f"{hv.position_agreement:.3f}, McNemar p = {hv.p_value:.3g} < 0.05)" if hv.kernel_like else
                    f"not kernel-like: its vote does not beat its position-only vote with p < 0.05 "
                    f"({hv.head_agreement:.3f} vs {hv.position_agreement:.3f}, McNemar p = {hv.p_value:.3g})")
         against[name] = dict(
-            head_agreement=hv.head_agreement, position_vote_agreement=hv.position_agreement,
+            prompts=int(rep_t.size), head_agreement=hv.head_agreement, position_vote_agreement=hv.position_agreement,
             last_label_agreement=sc.versus["last_label"].agreement,
             majority_agreement=sc.versus["majority_vote"].agreement,
             constant=const, constant_agreement=sc.versus["constant"].agreement, constant_fitted_on="selection",
@@ -307,13 +473,26 @@ def position_controls(a, w, label_idx, targets: dict, sel, rep, num_labels: int,
             kernel_like_heads_at=[[int(i), int(j)] for i, j in np.argwhere(sc.kernel_like)])
     corr = {}
     for j, kname in enumerate(kernel_labels):
-        pc = ra.position_controlled_corr(a[rep], np.asarray(w)[rep, j], n_perm=n_perm, seed=seed)
-        corr[kname] = dict(r_raw=float(pc.r_raw[l, h]), r_within=float(pc.r_within[l, h]),
+        wj = np.asarray(w)[rep, j]
+        ok = np.isfinite(wj).all(-1)                     # GINC: no weight where every K(x_test, x_i) is 0
+        if not ok.any():
+            nan = np.full(a.shape[1:3], np.nan)
+            corr[kname] = dict(prompts=0, r_raw=float("nan"), r_within=float("nan"), p_within=float("nan"),
+                               map_r_raw=nan.tolist(), map_r_within=nan.tolist(), map_p_within=nan.tolist())
+            continue
+        pc = ra.position_controlled_corr(a[rep][ok], wj[ok], n_perm=n_perm, seed=seed)
+        corr[kname] = dict(prompts=int(ok.sum()), r_raw=float(pc.r_raw[l, h]), r_within=float(pc.r_within[l, h]),
                            p_within=float(pc.p_within[l, h]), map_r_raw=pc.r_raw.tolist(),
                            map_r_within=pc.r_within.tolist(), map_p_within=pc.p_within.tolist())
     return dict(head=[l, h], select_agreement=choice.select_agreement, selected_on=next(iter(targets)),
                 reconstruction_rule="argmax", position_profile=pb.profile[l, h].tolist(),
                 map_position_profile=pb.profile.tolist(), against=against, kernels=corr)
+
+
+def defined_argmax(p) -> np.ndarray:
+    """``argmax`` over the last axis, -1 where the row is not finite (Bayes on a prompt of probability 0)."""
+    p = np.asarray(p, float)
+    return np.where(np.isfinite(p).all(-1), np.argmax(np.nan_to_num(p, nan=-np.inf), -1), -1)
 
 
 def head_analysis(res: SeedResult, kernel_labels, num_labels: int, seed: int, n_perm: int = 200) -> dict:
@@ -329,7 +508,10 @@ def head_analysis(res: SeedResult, kernel_labels, num_labels: int, seed: int, n_
     out = dict(layers=L, heads=H, n=N, select_prompts=int(sel.size), report_prompts=int(rep.size),
                random_head=list(rand_head), kernels={}, reconstruction={}, position={})
     w_all = normalised(res.kernel_values)                           # [P, k, N]
-    targets = dict(transformer=np.argmax(trans_N, -1), bayes=np.argmax(bayes_N, -1))
+    targets = dict(transformer=np.argmax(trans_N, -1), bayes=defined_argmax(bayes_N))
+    if res.label is not None:                                      # GINC: also the prompt's test label
+        lab = np.asarray(res.label)[:, None] == np.arange(num_labels)[None, :]
+        targets["label"] = np.where(lab.any(1), np.argmax(lab, 1), -1)
     u_rec = ra.reconstruct(uniform, res.label_idx, num_labels, "soft")
     for r, read in enumerate(READS):
         a = res.attention[:, :, :, r]                               # [P, L, H, N]
@@ -374,7 +556,7 @@ def head_analysis(res: SeedResult, kernel_labels, num_labels: int, seed: int, n_
 
 
 def concat(results: list[SeedResult]) -> SeedResult:
-    return SeedResult(*[np.concatenate(x, axis=0) for x in zip(*results)])
+    return SeedResult(*[None if x[0] is None else np.concatenate(x, axis=0) for x in zip(*results)])
 
 
 # ------------------------------------------------------------------ the run
@@ -401,10 +583,12 @@ class CheckIdentity:
     seed: int
     same_hmm: bool
     bos: int
+    ginc: dict | None = None          # GINC sweeps only: prompt law, k, the sweep's grid, skipped n, context
 
     def to_dict(self) -> dict:
-        """JSON form (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+        """JSON form (tuples as lists; ``ginc`` only for GINC sweeps, so matched-law configs are unchanged)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()
+                if not (k == "ginc" and v is None)}
 
 
 class ResolvedCheck(NamedTuple):
@@ -416,6 +600,24 @@ class ResolvedCheck(NamedTuple):
     hmm: HMM
     prepared: PreparedKernels
     sweep: RunFolder
+    ginc: GincScoring | None = None
+
+
+#: Two HMMs are the same p_pre when their arrays have the same shapes and differ by at most this
+#: (a ``--preset ginc`` model and a sweep of the same parameters, or a ``--preset custom`` file of them).
+HMM_ATOL = 1e-12
+
+
+def hmm_difference(a: HMM, b: HMM) -> float:
+    """The largest absolute difference between two HMMs' arrays (inf if any shape differs)."""
+    diff = 0.0
+    for x, y in zip(a, b):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        if x.shape != y.shape:
+            return float("inf")
+        if x.size:
+            diff = max(diff, float(np.max(np.abs(x - y))))
+    return diff
 
 
 def resolve(cfg: CheckConfig) -> ResolvedCheck:
@@ -425,10 +627,10 @@ def resolve(cfg: CheckConfig) -> ResolvedCheck:
     s_rf = open_existing(cfg.sweep_run, "sweep")
     s_cfg = s_rf.read_json("config.json")
     law = s_cfg.get("prompt_law", "matched")
-    if law != "matched":
-        raise TransformerCheckError(f"sweep {cfg.sweep_run} draws its prompts by the {law!r} law; transformer-check "
-                                    "reads prompts x_1 y_1 δ … x_n y_n δ x_test of fixed input length; expected a "
-                                    "sweep with the matched prompt law")
+    if law not in ("matched", "ginc-id", "ginc-ood"):
+        raise TransformerCheckError(f"sweep {cfg.sweep_run} draws its prompts by the {law!r} law; expected a sweep "
+                                    "with the matched, ginc-id or ginc-ood prompt law")
+    ginc_law = law.startswith("ginc")
     hmm = load_run_hmm(s_rf)
     bos = int(m_cfg["bos"])
     vocab = model.config.vocab_size
@@ -441,6 +643,17 @@ def resolve(cfg: CheckConfig) -> ResolvedCheck:
         raise TransformerCheckError(f"sweep {cfg.sweep_run} has grid {grid}; expected some n >= 1 (the attention "
                                     "reads need demonstrations)")
     length = int(s_cfg["length"])
+    ctx = int(model.config.n_positions)
+    skipped = []
+    if ginc_law:  # GINC's grid runs to long prompts: score the n that fit the context, say which do not
+        fits = [n for n in grid if prompt_positions(n, length) <= ctx]
+        skipped = [n for n in grid if n not in fits]
+        if not any(n >= 1 for n in fits):
+            raise TransformerCheckError(
+                f"no grid point n >= 1 of sweep {cfg.sweep_run} fits model {cfg.model_run}'s context of {ctx} "
+                f"positions: n = 1 needs 1 + n(k+1) + k-1 = {prompt_positions(1, length)} (k = {length + 1}); "
+                "expected a sweep with smaller k or a model with a longer --context")
+        grid = fits
     need = 1 + max(grid) * (length + 2) + length
     if need > model.config.n_positions:
         raise TransformerCheckError(f"the sweep's largest prompt (n={max(grid)}, l={length}) needs {need} positions but "
@@ -454,28 +667,64 @@ def resolve(cfg: CheckConfig) -> ResolvedCheck:
                                     f"expected some of {saved}")
     kernels = list(cfg.kernels) if cfg.kernels else list(s_cfg["kernels"])
     specs = [tk.parse_kernel(k) for k in kernels]
+    if law == "ginc-ood" and any(k.name == "task" for k in specs):
+        raise TransformerCheckError("kernel 'task' with the sweep's prompt law 'ginc-ood': an OOD concept is not a "
+                                    "task of p_pre, so it has no Σ_θ; expected kernels without 'task'")
     if not isinstance(cfg.chunk, int) or cfg.chunk < 1:
         raise TransformerCheckError(f"chunk {cfg.chunk!r}, expected an integer >= 1")
     with jax.enable_x64(True):
         prepared = prepare_kernels(hmm, specs, length)
-    same_hmm = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(hmm, train_hmm))
+    diff = hmm_difference(hmm, train_hmm)
+    same_hmm = diff <= HMM_ATOL
+    scoring, ginc_id = None, None
+    if ginc_law:
+        with jax.enable_x64(True):
+            id_p, ood_p = run_ginc_params(s_cfg)
+        scoring = GincScoring(s_cfg, law.removeprefix("ginc-"), id_p if law == "ginc-id" else ood_p, tuple(skipped))
+        ginc_id = dict(prompt_law=law, k=length + 1, sweep_grid=[int(n) for n in s_cfg["grid"]], skipped_n=skipped,
+                       context=ctx, hmm_max_abs_diff=diff if np.isfinite(diff) else None, hmm_atol=HMM_ATOL)
     identity = CheckIdentity(
         model_run=str(Path(cfg.model_run).resolve()), model_state_sha256=_sha(m_rf, "state.npz"),
         sweep_run=str(Path(cfg.sweep_run).resolve()), sweep_config_sha256=_sha(s_rf, "config.json"),
         kernels=tuple(s.label for s in specs), seeds=tuple(int(s) for s in seeds), grid=tuple(grid), length=length,
-        labels=tuple(int(y) for y in s_cfg["labels"]), seed=int(cfg.seed), same_hmm=bool(same_hmm), bos=bos)
-    return ResolvedCheck(identity, model, hmm, prepared, s_rf)
+        labels=tuple(int(y) for y in s_cfg["labels"]), seed=int(cfg.seed), same_hmm=bool(same_hmm), bos=bos,
+        ginc=ginc_id)
+    return ResolvedCheck(identity, model, hmm, prepared, s_rf, scoring)
+
+
+CURVE_COLUMNS = ("l1_bayes", "l1_oracle", "acc_oracle", "agree_bayes")
+GINC_CURVE_COLUMNS = CURVE_COLUMNS + ("accuracy",)
 
 
 def write_metrics_csv(rf: RunFolder, curves: list[dict], grid) -> None:
-    """``metrics.csv``: one row per method and n."""
+    """``metrics.csv``: one row per method and n (GINC: also the accuracy against the prompt's label and
+    the number of prompts behind every mean; a mean over no prompt is an empty field)."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["method", "n", "l1_bayes", "l1_oracle", "acc_oracle", "agree_bayes"])
-    for row in curves:
-        for g, n in enumerate(grid):
-            w.writerow([row["method"], n] + [f"{row[k][g]:.6g}" for k in ("l1_bayes", "l1_oracle", "acc_oracle", "agree_bayes")])
+    if not any("accuracy" in row for row in curves):
+        w.writerow(["method", "n", *CURVE_COLUMNS])
+        for row in curves:
+            for g, n in enumerate(grid):
+                w.writerow([row["method"], n] + [f"{row[k][g]:.6g}" for k in CURVE_COLUMNS])
+    else:
+        w.writerow(["method", "n", *GINC_CURVE_COLUMNS, *(f"count_{k}" for k in GINC_CURVE_COLUMNS)])
+        for row in curves:
+            for g, n in enumerate(grid):
+                w.writerow([row["method"], n] + [f"{row[k][g]:.6g}" if np.isfinite(row[k][g]) else ""
+                                                  for k in GINC_CURVE_COLUMNS]
+                           + [int(row[f"count_{k}"][g]) for k in GINC_CURVE_COLUMNS])
     rf.write_text("metrics.csv", buf.getvalue())
+
+
+def skipped_note(ginc: dict) -> str | None:
+    """One line naming the GINC grid points left out because their prompts exceed the model's context."""
+    sk = ginc.get("skipped_n") or []
+    if not sk:
+        return None
+    k = ginc["k"]
+    return (f"note: n = {', '.join(map(str, sk))} skipped: their prompts need 1 + n(k+1) + k-1 = "
+            f"{', '.join(str(prompt_positions(n, k - 1)) for n in sk)} positions (k = {k}), more than the model's "
+            f"context of {ginc['context']} (GINC itself skips prompts over 1024 tokens)")
 
 
 def run_transformer_check(cfg: CheckConfig, out_dir, *, overwrite: bool = False, quiet: bool = False,
@@ -487,6 +736,8 @@ def run_transformer_check(cfg: CheckConfig, out_dir, *, overwrite: bool = False,
         log("warning: the sweep's HMM is not the model's pretraining HMM; Bayes refers to the sweep's HMM")
     grid, labels = list(ident.grid), list(ident.labels)
     config = ident.to_dict()
+    if ident.ginc is not None and skipped_note(ident.ginc):
+        log(skipped_note(ident.ginc))
     with RunFolder.create(Path(out_dir), command=COMMAND, config=config, overwrite=overwrite, log=log) as rf:
         results = []
         for s in tqdm(ident.seeds, desc="transformer-check", disable=quiet, unit="seed"):
@@ -494,18 +745,38 @@ def run_transformer_check(cfg: CheckConfig, out_dir, *, overwrite: bool = False,
             if rf.is_done(rel):
                 results.append(SeedResult(**rf.load_npz(rel)))
                 continue
-            res = run_seed(rc.model, rc.hmm, rc.prepared, load_prompts(rc.sweep, s), labels, grid, ident.bos, cfg.chunk)
-            rf.savez(rel, **res._asdict())
+            pr = load_prompts(rc.sweep, s)
+            if rc.ginc is None:
+                res = run_seed(rc.model, rc.hmm, rc.prepared, pr, labels, grid, ident.bos, cfg.chunk)
+            else:
+                extra = rc.sweep.load_npz(f"prompts/seed_{s}.npz")
+                if "start_slot" not in extra:
+                    raise TransformerCheckError(f"{rc.sweep.path / f'prompts/seed_{s}.npz'} lacks start_slot; expected "
+                                                "the prompts of a GINC sweep")
+                res = run_seed_ginc(rc.model, rc.hmm, rc.prepared, rc.ginc, pr, extra["start_slot"], grid, ident.bos,
+                                    cfg.chunk, what=f"sweep {ident.sweep_run} seed {s}")
+            rf.savez(rel, **res.arrays())
             results.append(res)
         res = concat(results)
-        curves = curve_metrics(res, list(ident.kernels))
-        heads = head_analysis(res, list(ident.kernels), len(labels), ident.seed)
+        kl = list(ident.kernels)
+        curves = curve_metrics(res, kl) if rc.ginc is None else ginc_curve_metrics(res, kl, labels)
+        heads = head_analysis(res, kl, len(labels), ident.seed)
         write_metrics_csv(rf, curves, grid)
         summary = dict(config=config, num_prompts=int(res.transformer.shape[0]),
                        curves={r["method"]: {k: np.asarray(v).tolist() for k, v in r.items() if k != "method"}
                                for r in curves},
                        posterior_note="bayes row: l1_bayes is 0 by definition; l1_oracle is the Bayes-vs-Oracle line",
                        heads=heads)
+        if rc.ginc is not None:
+            summary["ginc"] = dict(
+                ident.ginc, note=skipped_note(ident.ginc),
+                zero_probability=res.zero.mean(0).tolist(), zero_count=res.zero.sum(0).astype(int).tolist(),
+                oracle_defined=float(res.oracle_defined.mean()), oracle_defined_count=int(res.oracle_defined.sum()),
+                scoring=("transformer: its next-symbol distribution at the last x_test token over all symbols "
+                         "(BOS left out); accuracy = argmax equals the prompt's label (GINC's metric); Bayes, L1 "
+                         "to Bayes and agreement with Bayes only on prompts of positive probability under p_pre "
+                         "(count_* per n; zero_probability the fraction left out); the Oracle (GINC's score under "
+                         "the prompt law) only where x_test is possible under it"))
         rf.write_json("summary.json", summary)
         with rf.atomic_path("error_vs_n.png") as tmp:
             plots.error_vs_n(summary, tmp)
@@ -518,11 +789,48 @@ def run_transformer_check(cfg: CheckConfig, out_dir, *, overwrite: bool = False,
     return summary
 
 
+def _g(v) -> str:
+    return "     —" if v is None or not np.isfinite(v) else f"{v:6.3f}"
+
+
+def format_ginc_curves(summary: dict) -> list[str]:
+    """The curve lines of :func:`format_table` for a GINC sweep: the zero-probability fraction, accuracy
+    against the prompt's label, L1 to Bayes and to the Oracle, per method and n (— where no prompt counts)."""
+    cfg, gi, c = summary["config"], summary["ginc"], summary["curves"]
+    grid = cfg["grid"]
+    lines = [f"prompts: {summary['num_prompts']}  n: {grid}  prompt law: {gi['prompt_law']} (k = {gi['k']})  "
+             f"labels: all {len(cfg['labels'])} symbols  scored by: exact Bayes under p_pre"]
+    if gi.get("note"):
+        lines.append(gi["note"])
+    if not cfg.get("same_hmm", True):
+        lines.append("warning: the model was not pretrained on the sweep's p_pre (HMM arrays differ by "
+                     f"{gi.get('hmm_max_abs_diff')}); Bayes is the sweep's")
+    lines.append(f"Oracle defined (x_test possible under the prompt law) on {gi['oracle_defined_count']} of "
+                 f"{summary['num_prompts']} prompts")
+    lines.append(f"{'n':32s}" + " ".join(f"{n:>6d}" for n in grid))
+    lines.append(f"{'P(prompt | p_pre) = 0 fraction':32s}" + " ".join(_g(v) for v in gi["zero_probability"]))
+    names = ["transformer", "bayes", "oracle"] + [m for m in c if m.startswith("kernel:")]
+    title = dict(transformer="transformer", bayes="Bayes (P>0 prompts)", oracle="Oracle")
+    for metric, head, skip in (("accuracy", "accuracy (argmax = the prompt's label)", ()),
+                               ("l1_bayes", "L1 to Bayes (P>0 prompts)", ("bayes",)),
+                               ("l1_oracle", "L1 to the Oracle", ("oracle",))):
+        lines.append(head)
+        for m in names:
+            if m in skip:
+                continue
+            lines.append(f"  {title.get(m, m)[:30]:30s}" + " ".join(_g(v) for v in c[m][metric]))
+    return lines
+
+
 def format_table(summary: dict) -> str:
     grid = summary["config"]["grid"]
     c = summary["curves"]
-    lines = [f"prompts: {summary['num_prompts']}  n: {grid}",
-             "method                 " + " ".join(f"{n:>6d}" for n in grid)]
+    if "ginc" in summary:
+        lines = format_ginc_curves(summary)
+        c = {}
+    else:
+        lines = [f"prompts: {summary['num_prompts']}  n: {grid}",
+                 "method                 " + " ".join(f"{n:>6d}" for n in grid)]
     for name, row in c.items():
         if name == "bayes":
             lines.append(f"{'Bayes L1 to Oracle':22s} " + " ".join(f"{v:6.3f}" for v in row["l1_oracle"]))
@@ -562,7 +870,11 @@ def format_position(h: dict) -> list[str]:
         lines.append(f"  {read:5s} head L{p['head'][0]}H{p['head'][1]} (selection agreement {_f(p['select_agreement'])}); "
                      "mean attention per position (first → last): " + " ".join(_f(v, ".2f") for v in p["position_profile"]))
         for tname, t in p["against"].items():
-            lines.append(f"    agreement with {tname:11s}: head {_f(t['head_agreement'])} | position vote "
+            if "head_agreement" not in t:
+                lines.append(f"    agreement with {tname:11s}: {t['verdict']}")
+                continue
+            on = f" (on {t['prompts']} prompts)" if t.get("prompts", h["report_prompts"]) != h["report_prompts"] else ""
+            lines.append(f"    agreement with {tname:11s}{on}: head {_f(t['head_agreement'])} | position vote "
                          f"{_f(t['position_vote_agreement'])} | last label {_f(t['last_label_agreement'])} | majority "
                          f"{_f(t['majority_agreement'])} | constant {_f(t['constant_agreement'])}; McNemar head-only "
                          f"{t['only_head_agrees']} vote-only {t['only_position_agrees']} p = {_f(t['mcnemar_p'], '.3g')} "
