@@ -120,6 +120,7 @@ def test_bayes_predictive_matches_corpus(pd):
 
 
 def test_model_predictive_matches_training_loss(pd):
+    import jax
     import jax.numpy as jnp
     from flax import nnx
 
@@ -128,14 +129,16 @@ def test_model_predictive_matches_training_loss(pd):
     cfg = train.PretrainConfig(size="tiny", n_embd=16, n_layer=1, n_head=2, context=12)
     mcfg = train.model_config(cfg, 7)
     model = train.init_model(mcfg, 0)
-    docs = np.random.default_rng(0).integers(0, 6, (3, 12))
-    lp = pd.model_log_predictive(model, docs, bos=6, final=False, chunk=2)   # a context-long document
-    assert lp.shape == (3, 12, 7)
+    docs = np.random.default_rng(0).integers(0, 6, (4, 12))
+    # context-long documents, two chunks of 2 (both calls below compile one input shape [2, 12])
+    lp = pd.model_log_predictive(model, docs, bos=6, final=False, chunk=2)
+    assert lp.shape == (4, 12, 7)
     graphdef, params = nnx.split(model)
-    ref = np.asarray(train.token_losses(graphdef, params, docs, 6, jnp.float32, "einsum"))
+    losses = jax.jit(lambda p, d: train.token_losses(graphdef, p, d, 6, jnp.float32, "einsum"))
+    ref = np.asarray(losses(params, docs))
     got = -np.take_along_axis(lp, docs[..., None], -1)[..., 0]
     np.testing.assert_allclose(got, ref, atol=1e-5)
     # with the final prediction: the same rows (causal), one more after the last token
-    lp_final = pd.model_log_predictive(model, docs[:, :11], bos=6, chunk=3)
-    assert lp_final.shape == (3, 12, 7)
+    lp_final = pd.model_log_predictive(model, docs[:, :11], bos=6, chunk=2)
+    assert lp_final.shape == (4, 12, 7)
     np.testing.assert_allclose(lp_final, lp, atol=1e-5)
