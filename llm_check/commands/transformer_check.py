@@ -16,9 +16,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the same metrics), and every "
         "head's attention to the demonstrations against each kernel's weights K(x_test, x_i), with heads "
         "selected on half of the prompts and reported on the other half; baselines: uniform weights, shuffled "
-        "kernel weights, a random head. Writes runs/NAME/.")
+        "kernel weights, a random head. A GINC sweep (--preset ginc, prompt law ginc-id or ginc-ood) is scored as "
+        "the sweep scores it: the model's next-symbol distribution over all symbols, exact Bayes under p_pre where "
+        "the prompt has positive probability (the zero-probability fraction beside it), GINC's Oracle under the "
+        "prompt law, and accuracy against the prompt's label; grid points whose prompts exceed the model's "
+        "context are skipped with a note. Writes runs/NAME/.")
     p.add_argument("model_run", help="run folder of `icl-kernel pretrain`")
-    p.add_argument("sweep_run", help="run folder of `icl-kernel sweep` (its prompts, HMM, labels and grid)")
+    p.add_argument("sweep_run", help="run folder of `icl-kernel sweep` (its prompts, HMM, labels and grid; matched or GINC prompt law)")
     p.add_argument("--kernels", type=kernel_list, default=None, metavar="'K1 K2 ...'",
                    help="kernels to compare (default: the sweep's)")
     p.add_argument("--seeds", type=at.seed_list, default=None, help="sweep seeds to use (default: all with prompts)")

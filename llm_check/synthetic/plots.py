@@ -9,23 +9,43 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
 
 
 def error_vs_n(summary: dict, path) -> None:
-    """L1 to Bayes, L1 to the Oracle and accuracy vs the Oracle against n: transformer, kernels, Bayes."""
+    """L1 to Bayes, L1 to the Oracle and accuracy vs the Oracle against n: transformer, kernels, Bayes.
+
+    For a GINC sweep (``summary["ginc"]``) a fourth panel: accuracy against the prompt's label (GINC's
+    metric; Bayes on the prompts of positive probability under p_pre) with the Oracle's accuracy and
+    the fraction of prompts of probability 0."""
     grid = np.asarray(summary["config"]["grid"], float)
     c = summary["curves"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    gi = summary.get("ginc")
+    fig, axes = plt.subplots(1, 4 if gi else 3, figsize=(20 if gi else 15, 4.6))
     for name, row in c.items():
         style = dict(lw=2.5, color="k", marker="o") if name == "transformer" else dict(lw=1.2, marker=".", alpha=0.8)
         if name == "bayes":
             style = dict(lw=1.5, color="grey", ls="--", marker="x")
-        label = {"transformer": "Transformer", "bayes": "Bayes"}.get(name, name.removeprefix("kernel:"))
+        if name == "oracle":
+            style = dict(lw=1.5, color="tab:purple", ls="-.", marker="+")
+        label = {"transformer": "Transformer", "bayes": "Bayes", "oracle": "Oracle"}.get(name, name.removeprefix("kernel:"))
+        if gi:
+            axes[3].plot(grid, np.asarray(row["accuracy"], float), label=label, **style)
+        if name == "oracle":                                 # its distances are the Bayes row's, its agreement 1
+            continue
         if name != "bayes":
-            axes[0].plot(grid, row["l1_bayes"], label=label, **style)
-        axes[1].plot(grid, row["l1_oracle"], label=label if name != "bayes" else "Bayes vs Oracle", **style)
-        axes[2].plot(grid, row["acc_oracle"], label=label, **style)
+            axes[0].plot(grid, np.asarray(row["l1_bayes"], float), label=label, **style)
+        axes[1].plot(grid, np.asarray(row["l1_oracle"], float), label=label if name != "bayes" else "Bayes vs Oracle",
+                     **style)
+        axes[2].plot(grid, np.asarray(row["acc_oracle"], float), label=label, **style)
     axes[0].axhline(0.05, color="r", ls=":", lw=1, label="target 0.05")
-    for ax, yl, t in ((axes[0], "L1 to Bayes", "distance to exact Bayes"),
-                      (axes[1], "L1 to Oracle", "distance to the Oracle P(y | x_test, θ*)"),
-                      (axes[2], "argmax agreement with the Oracle", "accuracy vs the Oracle")):
+    panels = [(axes[0], "L1 to Bayes", "distance to exact Bayes"),
+              (axes[1], "L1 to Oracle", "distance to the Oracle P(y | x_test, θ*)"),
+              (axes[2], "argmax agreement with the Oracle", "accuracy vs the Oracle")]
+    if gi:
+        axes[3].plot(grid, np.asarray(gi["zero_probability"], float), color="tab:red", ls=":", marker="s", ms=3,
+                     label="fraction P(prompt | p_pre) = 0")
+        axes[3].set_ylim(-0.02, 1.5)                         # room above 1 for the legend
+        axes[3].set_yticks(np.linspace(0, 1, 6))
+        axes[3].legend(fontsize=6.5, loc="upper left", ncol=2, framealpha=0.85)
+        panels.append((axes[3], "accuracy (argmax = the prompt's label)", "GINC's accuracy (Bayes: P > 0 prompts)"))
+    for ax, yl, t in panels:
         if grid.min() > 0:
             ax.set_xscale("log", base=2)
         else:                                                # n = 0 on the axis: linear up to 1, log beyond
@@ -38,7 +58,11 @@ def error_vs_n(summary: dict, path) -> None:
     axes[1].set_yscale("log")
     axes[2].legend(fontsize=7, loc="lower right")
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"Trained GPT-J on {summary['num_prompts']} sweep prompts (label distribution renormalised over Y)")
+    if gi:
+        fig.suptitle(f"Trained GPT-J on {summary['num_prompts']} GINC prompts ({gi['prompt_law']}, k = {gi['k']}; "
+                     "next-symbol distribution over all symbols; Bayes and L1 to it on prompts of positive probability)")
+    else:
+        fig.suptitle(f"Trained GPT-J on {summary['num_prompts']} sweep prompts (label distribution renormalised over Y)")
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
@@ -94,7 +118,7 @@ def scatter(summary: dict, res, path) -> None:
         ax.scatter(w, a, s=3, alpha=0.3, label=f"L{r['head'][0]}H{r['head'][1]} (r = {r['pearson']:.2f})")
         n = summary["heads"]["n"]
         ax.axhline(1 / n, color="grey", ls=":", lw=1, label=f"uniform 1/n = {1 / n:.3f}")
-        lim = [0, max(a.max(), w.max()) * 1.05]
+        lim = [0, float(np.nanmax(np.concatenate([a, w]))) * 1.05]   # GINC: rows with no finite weight are NaN
         ax.plot(lim, lim, "k--", lw=1, label="attention = kernel weight")
         ax.set_title(f"selected head vs {k} (held-out prompts)", fontsize=10)
         ax.legend(fontsize=8)

@@ -32,12 +32,25 @@ x_test`` (a prefix of a p_pre document, as in training) and
   pooled correlation of attention with the kernel's normalised weights before and after removing
   position, with a within-position permutation p-value.
 
+GINC sweeps (prompt laws ``ginc-id`` / ``ginc-ood`` of ``icl-kernel sweep --preset ginc``) are scored as
+the sweep scores them, by the sweep's own evaluator (:func:`simulate.sweep.make_run_evaluator`):
+Y is every symbol; Bayes is exact under p_pre where P(prompt_n | p_pre) > 0 and undefined (NaN, left
+out of every mean, its fraction reported) where it is 0; the Oracle is GINC's ``score`` under the
+prompt law (:func:`simulate.ginc.oracle`, recomputed from each prompt's start slot and checked against
+the saved test labels; undefined where x_test is impossible under it, as for some OOD prompts); every
+method is also scored by GINC's accuracy, argmax = the prompt's label, per n with the number of prompts
+behind each mean (``count_*``). Grid points whose prompts ``BOS + n(k+1) + k-1`` tokens exceed the
+model's context are skipped with a one-line note (GINC skips prompts over 1024 tokens); the attention
+reads are at the largest n that fits. The model and the sweep are the same p_pre when their HMM arrays
+agree to :data:`HMM_ATOL` (a ``--preset ginc`` model or a ``--preset custom`` file of the same arrays).
+
 Run folder (through :mod:`icl_kernel.runfolder`)::
 
     config.json             model and sweep folders (with their config hashes), kernels, seeds
     cells/seed_S.npz        per prompt: transformer, Bayes, Oracle, kernel ŷ ``[P, G, |Y|]``;
                             attention reads ``[P, L, H, 3, N]``; kernel weights ``[P, k, N]``
-    metrics.csv             per method and n: L1 to Bayes, L1 to Oracle, accuracy vs Oracle
+    metrics.csv             per method and n: L1 to Bayes, L1 to Oracle, accuracy vs Oracle (GINC: also
+                            accuracy vs the prompt's label and the prompt counts)
     summary.json            the above means, per-head correlation maps, the selected heads, position controls
     error_vs_n.png, head_map.png, attention_scatter.png, position_map.png
 """
@@ -370,8 +383,10 @@ def run_seed_ginc(model, hmm: HMM, prepared: PreparedKernels, scoring: GincScori
     kcols = [g for g, n in enumerate(grid) if n > 0]
     yhat = np.full((trans.shape[0], len(ev.kernels), len(grid), len(labels)), np.nan)
     yhat[:, :, kcols] = np.stack([np.asarray(k.yhat, np.float64) for k in ev.kernels], axis=1)
-    return SeedResult(trans, bayes, oracle, yhat, att, Kv, label_idx, label=np.asarray(pr.y_test, np.int32),
-                      zero=zero, oracle_defined=defined)
+    res = SeedResult(trans, bayes, oracle, yhat, att, Kv, label_idx, label=np.asarray(pr.y_test, np.int32),
+                     zero=zero, oracle_defined=defined)
+    # C order, as the arrays come back from cells/seed_S.npz: a resumed run sums in the same order
+    return SeedResult(*(np.ascontiguousarray(x) for x in res))
 
 
 def label_accuracy(pred, label, labels) -> np.ndarray:
@@ -436,6 +451,11 @@ def position_controls(a, w, label_idx, targets: dict, sel, rep, num_labels: int,
     often than its position-only vote with exact McNemar p < 0.05. For every kernel and head, the
     pooled (prompt, demonstration) correlation of attention with the kernel's weights on ``rep``
     before and after removing position, with the within-position permutation p-value (``n_perm`` shuffles).
+
+    A target entry of -1 is undefined on that prompt (Bayes on a GINC prompt of probability 0): the
+    prompt is left out of that target's numbers and ``prompts`` counts the held-out prompts used. A
+    prompt whose kernel weights are not finite (every K(x_test, x_i) = 0) is left out of that kernel's
+    correlations likewise.
     """
     a = np.asarray(a, np.float64)
     pb = ra.position_baselines(a, label_idx, num_labels, sel)
