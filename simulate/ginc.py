@@ -254,6 +254,44 @@ class GincTables(NamedTuple):
     pair: jax.Array
     pred: jax.Array
     start: jax.Array
+    compact: "GincCompact | None" = None
+
+
+class GincCompact(NamedTuple):
+    """Tables of the compact two-lane filter, used when the delimiter's states are exactly the slot-0
+    states ``(v, 0)`` (true of every GINC memory matrix: column 0 is '/' and no other entry is).
+
+    The message after a non-delimiter token ``a`` lives on ``E(a)`` padded only to
+    ``Ks = max_{a != '/'} |E(a)|`` (4 for GINC's published memory, against ``K = V = 10``), the
+    message after '/' on the V values at slot 0. Steps into and out of '/' use the Kronecker
+    factorisation (a product with ``value_T[c]``, no gathered block); steps between two other
+    symbols use the ``[Ks, Ks]`` block.
+
+    Attributes:
+        vidx: ``[A, Ks]`` int32, value index of the states emitting each symbol (0 on padding).
+        onehot: ``[A, Ks, V]`` one-hot of ``vidx`` (0 on padding).
+        pair: ``[A*A, C, Ks, Ks]`` ``T_c[E(a), E(b)]`` for non-delimiter a, b (0 elsewhere).
+        to_delim: ``[A, C, Ks]`` ``slot_T[c, s(E(a)_k), 0]``.
+        from_delim: ``[A, C, Ks]`` ``slot_T[c, 0, s(E(a)_k)]``.
+        delim_stay: ``[C]`` ``slot_T[c, 0, 0]``.
+        value_T: ``[C, V, V]``.
+        pred: ``[A, C, Ks, A]`` predictive rows of ``E(a)`` (as :class:`GincTables`' ``pred``).
+        pred_delim: ``[C, V, A]`` predictive rows of the slot-0 states.
+        start: ``[C, A, Ks]`` ``startprob_c[E(a)]`` (0 for '/').
+        start_delim: ``[C, V]`` ``startprob_c[(v, 0)]``.
+    """
+
+    vidx: jax.Array
+    onehot: jax.Array
+    pair: jax.Array
+    to_delim: jax.Array
+    from_delim: jax.Array
+    delim_stay: jax.Array
+    value_T: jax.Array
+    pred: jax.Array
+    pred_delim: jax.Array
+    start: jax.Array
+    start_delim: jax.Array
 
 
 def tables(params: GincParams, dtype=jnp.float64) -> GincTables:
@@ -281,8 +319,31 @@ def tables(params: GincParams, dtype=jnp.float64) -> GincTables:
     rows = T[:, state_of] * valid[None, :, :, None]  # [C, A, K, d]
     pred = (rows @ emissions(params)).transpose(1, 0, 2, 3)  # [A, C, K, A]
     start = np.asarray(params.startprob, np.float64)[:, state_of] * valid[None]
+    compact = None
+    V = params.num_values
+    delim_states = np.flatnonzero(mem == DELIM)
+    if np.array_equal(delim_states, np.arange(V) * S):  # E('/') = the slot-0 states, value-major
+        nd = np.arange(A) != DELIM
+        Ks = max(int(counts[nd].max()) if nd.any() else 1, 1)
+        so, va = state_of[:, :Ks], valid[:, :Ks] & nd[:, None]
+        cv, cs = so // S, so % S
+        mf = va.astype(np.float64)
+        onehot = np.eye(V)[cv] * mf[..., None]  # [A, Ks, V]
+        m2 = (va[:, None, :, None] & va[None, :, None, :]).astype(np.float64)
+        cpair = (vt[:, cv[:, None, :, None], cv[None, :, None, :]] * st_[:, cs[:, None, :, None], cs[None, :, None, :]]
+                 * m2).transpose(1, 2, 0, 3, 4).reshape(A * A, -1, Ks, Ks)
+        to_d = (st_[:, cs, 0] * mf[None]).transpose(1, 0, 2)  # [A, C, Ks]
+        from_d = (st_[:, 0, cs] * mf[None]).transpose(1, 0, 2)
+        crows = T[:, so] * va[None, :, :, None]  # [C, A, Ks, d]
+        cpred = (crows @ emissions(params)).transpose(1, 0, 2, 3)
+        pred_d = T[:, delim_states] @ emissions(params)  # [C, V, A]
+        sp = np.asarray(params.startprob, np.float64)
+        cast = lambda x: jnp.asarray(x, dtype)  # noqa: E731
+        compact = GincCompact(jnp.asarray(cv * va, jnp.int32), cast(onehot), cast(cpair), cast(to_d), cast(from_d),
+                              cast(st_[:, 0, 0]), cast(vt), cast(cpred), cast(pred_d), cast(sp[:, so] * mf[None]),
+                              cast(sp[:, delim_states]))
     return GincTables(jnp.asarray(state_of, jnp.int32), jnp.asarray(valid), jnp.asarray(pair, dtype),
-                      jnp.asarray(pred, dtype), jnp.asarray(start, dtype))
+                      jnp.asarray(pred, dtype), jnp.asarray(start, dtype), compact)
 
 
 # ------------------------------------------------------------------ filter kernels (pure, jit-able)
@@ -335,6 +396,93 @@ def _predict(tab: GincTables, alpha, prev):
     return jnp.einsum("pck,pcky->pcy", alpha, tab.pred[prev])
 
 
+# The compact two-lane filter (GincCompact): the message is ``(a_s [P, C, Ks], a_d [P, C, V])``, the
+# first over E(prev) when prev is not '/', the second over the slot-0 values when it is; the other
+# lane is 0. Entering '/' from (v_k, s_k): ``a_d'[v'] = Σ_k a_s[k] slot_T[s_k, 0] value_T[v_k, v']``;
+# leaving '/' to (v_l, s_l): ``a_s'[l] = (a_d value_T)[v_l] slot_T[0, s_l]``; '/' to '/':
+# ``a_d' = slot_T[0, 0] a_d value_T``; otherwise the [Ks, Ks] block.
+
+
+def _normalise2(a_s, a_d, logz):
+    """Joint renormalisation of both lanes (as :func:`_normalise`: 0 stays 0 with ``-inf``)."""
+    s = a_s.sum(-1) + a_d.sum(-1)
+    pos = s > 0
+    safe = jnp.where(pos, s, 1.0)
+    return a_s / safe[..., None], a_d / safe[..., None], jnp.where(pos, logz + jnp.log(safe), -jnp.inf)
+
+
+def _cinit(ct: GincCompact, tok):
+    """Compact message after the first token ``tok [P]`` (document start)."""
+    t = jnp.maximum(tok, 0)
+    a_s = jnp.moveaxis(ct.start[:, t], 1, 0)  # [P, C, Ks], 0 for '/'
+    a_d = jnp.where((t == DELIM)[:, None, None], ct.start_delim[None], 0.0)
+    return _normalise2(a_s, a_d, jnp.zeros(a_s.shape[:-1], a_s.dtype))
+
+
+def _cstep(ct: GincCompact, a_s, a_d, prev, tok):
+    """One unnormalised compact step from the message after ``prev [P]`` to the token ``tok [P]`` (>= 0)."""
+    A = ct.pred.shape[0]
+    td, pd = (tok == DELIM)[:, None, None], (prev == DELIM)[:, None, None]
+    # the vector multiplied by value_T: a_d (times slot_T[0,0] if '/' follows '/'), or the s-lane moved
+    # to slot 0 and binned by value
+    binned = jnp.einsum("pck,pkv->pcv", a_s * ct.to_delim[prev], ct.onehot[prev])
+    z = jnp.where(pd, a_d * jnp.where(td, ct.delim_stay[None, :, None], 1.0), binned)
+    y = jnp.einsum("pcv,cvw->pcw", z, ct.value_T)
+    from_d = jnp.take_along_axis(y, ct.vidx[tok][:, None, :], axis=-1) * ct.from_delim[tok]
+    from_s = jnp.einsum("pck,pckl->pcl", a_s, ct.pair[prev * A + tok])
+    new_s = jnp.where(td, 0.0, jnp.where(pd, from_d, from_s))
+    new_d = jnp.where(td, y, 0.0)
+    return new_s, new_d
+
+
+def _csteps(ct: GincCompact, msg, logz, prev, tokens, pad: bool = True):
+    """Compact filter over ``tokens [P, L]`` from the message after ``prev``; with ``pad`` a token -1
+    is padding (the identity step), without it every token must be a symbol (no selects)."""
+    if tokens.shape[-1] == 0:
+        return msg, logz, prev
+
+    def step(carry, tok):
+        (a_s, a_d), logz, prev = carry
+        t = jnp.maximum(tok, 0) if pad else tok
+        n_s, n_d, lz = _normalise2(*_cstep(ct, a_s, a_d, prev, t), logz)
+        if pad:
+            skip = tok < 0
+            n_s = jnp.where(skip[:, None, None], a_s, n_s)
+            n_d = jnp.where(skip[:, None, None], a_d, n_d)
+            lz, t = jnp.where(skip[:, None], logz, lz), jnp.where(skip, prev, t)
+        return ((n_s, n_d), lz, t), None
+
+    (msg, logz, prev), _ = jax.lax.scan(step, (msg, logz, prev), jnp.moveaxis(tokens, -1, 0))
+    return msg, logz, prev
+
+
+def _cpredict(ct: GincCompact, msg, prev):
+    a_s, a_d = msg
+    ps = jnp.einsum("pck,pcky->pcy", a_s, ct.pred[prev])
+    pdl = jnp.einsum("pcv,cvy->pcy", a_d, ct.pred_delim)
+    return jnp.where((prev == DELIM)[:, None, None], pdl, ps)
+
+
+def _f_init(tab: GincTables, tok):
+    """Message ``(msg, logz)`` after the first token under p_pre (compact when the tables allow)."""
+    if tab.compact is not None:
+        a_s, a_d, lz = _cinit(tab.compact, tok)
+        return (a_s, a_d), lz
+    return _init(tab, None, tok)
+
+
+def _f_steps(tab: GincTables, msg, logz, prev, tokens, pad: bool = True):
+    if tab.compact is not None:
+        return _csteps(tab.compact, msg, logz, prev, tokens, pad)
+    return _steps(tab, msg, logz, prev, tokens)
+
+
+def _f_predict(tab: GincTables, msg, prev):
+    if tab.compact is not None:
+        return _cpredict(tab.compact, msg, prev)
+    return _predict(tab, msg, prev)
+
+
 class GincBayes(NamedTuple):
     """Exact Bayes under p_pre (uniform mixture of the pretraining concepts, documents from startprob).
 
@@ -375,9 +523,9 @@ def _combine(logz, pred) -> GincBayes:
 def _bayes_flat_kernel(tab: GincTables, tokens, lengths):
     L = tokens.shape[1]
     toks = jnp.where(jnp.arange(L)[None, :] < lengths[:, None], tokens, -1)
-    alpha, logz = _init(tab, None, toks[:, 0])
-    alpha, logz, prev = _steps(tab, alpha, logz, jnp.maximum(toks[:, 0], 0), toks[:, 1:])
-    return _combine(logz, _predict(tab, alpha, prev))
+    msg, logz = _f_init(tab, toks[:, 0])
+    msg, logz, prev = _f_steps(tab, msg, logz, jnp.maximum(toks[:, 0], 0), toks[:, 1:])
+    return _combine(logz, _f_predict(tab, msg, prev))
 
 
 @partial(jax.jit, static_argnames=("grid",))
@@ -386,30 +534,32 @@ def _bayes_nested_kernel(tab: GincTables, demos_x, demos_y, x_test, grid):
     out = {}
     pos = tuple(n for n in grid if n > 0)
     if 0 in grid:
-        a, lz = _init(tab, None, x_test[:, 0])
-        a, lz, prev = _steps(tab, a, lz, x_test[:, 0], x_test[:, 1:])
-        out[0] = _combine(lz, _predict(tab, a, prev))
+        m, lz = _f_init(tab, x_test[:, 0])
+        m, lz, prev = _f_steps(tab, m, lz, x_test[:, 0], x_test[:, 1:], pad=False)
+        out[0] = _combine(lz, _f_predict(tab, m, prev))
     if pos:
         toks = jnp.concatenate([demos_x, demos_y[..., None], jnp.full((P, N, 1), DELIM, demos_x.dtype)], -1)
-        a0, lz0 = _init(tab, None, toks[:, 0, 0])
-        a0, lz0, _ = _steps(tab, a0, lz0, toks[:, 0, 0], toks[:, 0, 1:])
+        m0, lz0 = _f_init(tab, toks[:, 0, 0])
+        m0, lz0, _ = _f_steps(tab, m0, lz0, toks[:, 0, 0], toks[:, 0, 1:], pad=False)
         delim = jnp.full((P,), DELIM, toks.dtype)
 
         def demo(carry, tk):
-            a, lz, _ = _steps(tab, *carry, delim, tk)
-            return (a, lz), (a, lz)
+            m, lz, _ = _f_steps(tab, *carry, delim, tk, pad=False)
+            return (m, lz), (m, lz)
 
         if N > 1:
-            _, (As, Ls) = jax.lax.scan(demo, (a0, lz0), jnp.moveaxis(toks[:, 1:], 1, 0))
-            As, Ls = jnp.concatenate([a0[None], As]), jnp.concatenate([lz0[None], Ls])
+            _, (Ms, Ls) = jax.lax.scan(demo, (m0, lz0), jnp.moveaxis(toks[:, 1:], 1, 0))
+            Ms = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), m0, Ms)
+            Ls = jnp.concatenate([lz0[None], Ls])
         else:
-            As, Ls = a0[None], lz0[None]
+            Ms, Ls = jax.tree.map(lambda a: a[None], m0), lz0[None]
         idx = jnp.asarray([n - 1 for n in pos])
         G = len(pos)
-        a, lz = As[idx].reshape((G * P,) + a0.shape[1:]), Ls[idx].reshape(G * P, -1)
+        m = jax.tree.map(lambda a: a[idx].reshape((G * P,) + a.shape[2:]), Ms)
+        lz = Ls[idx].reshape(G * P, -1)
         xt = jnp.broadcast_to(x_test, (G,) + x_test.shape).reshape(G * P, -1)
-        a, lz, prev = _steps(tab, a, lz, jnp.full((G * P,), DELIM, xt.dtype), xt)
-        res = _combine(lz, _predict(tab, a, prev))
+        m, lz, prev = _f_steps(tab, m, lz, jnp.full((G * P,), DELIM, xt.dtype), xt, pad=False)
+        res = _combine(lz, _f_predict(tab, m, prev))
         for g, n in enumerate(pos):
             out[n] = jax.tree.map(lambda r: r.reshape((G, P) + r.shape[1:])[g], res)
     return jax.tree.map(lambda *r: jnp.stack(r), *[out[n] for n in grid])

@@ -302,3 +302,41 @@ def test_bad_inputs_get_one_line_errors():
         G.sample_prompts(jax.random.PRNGKey(0), idp, 1, 1, 2)
     with pytest.raises(G.GincError, match="concept"):
         G.oracle(idp, np.zeros((1, 2), int), np.array([5]), G.start_ood(idp, 1))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_compact_filter_equals_padded_filter(seed):
+    """The compact two-lane filter (used when '/' is emitted exactly by the slot-0 states) equals the
+    padded K x K filter on random symbol sequences with runs of '/', padding, and nested GINC prompts."""
+    idp, _ = G.draw_params(seed, vocab=12, n_values=4, n_slots=5, n_id=3, n_ood=1, transition_temp=0.3)
+    tab = G.tables(idp)
+    assert tab.compact is not None
+    pad = tab._replace(compact=None)
+    rng = np.random.default_rng(seed)
+    toks = np.where(rng.random((60, 12)) < 0.3, 0, rng.integers(1, 12, size=(60, 12)))  # many '/' runs
+    lengths = rng.integers(1, 13, size=60)
+    a, b = G.bayes_flat(tab, toks, lengths), G.bayes_flat(pad, toks, lengths)
+    assert np.asarray(b.zero).any() and not np.asarray(b.zero).all()
+    for name in G.GincBayes._fields:
+        np.testing.assert_allclose(np.asarray(getattr(a, name)), np.asarray(getattr(b, name)), rtol=1e-12,
+                                   atol=1e-14, err_msg=name)
+    pr = G.sample_prompts(jax.random.PRNGKey(seed), idp, 4, 6, 50)
+    a = G.bayes_nested(tab, pr.demos_x, pr.demos_y, pr.x_test, (0, 1, 3, 6))
+    b = G.bayes_nested(pad, pr.demos_x, pr.demos_y, pr.x_test, (0, 1, 3, 6))
+    for name in G.GincBayes._fields:
+        np.testing.assert_allclose(np.asarray(getattr(a, name)), np.asarray(getattr(b, name)), rtol=1e-12,
+                                   atol=1e-14, err_msg=name)
+
+
+def test_compact_tables_fall_back_when_delimiter_is_not_slot_zero():
+    p = tiny_params(0)
+    mem = np.asarray(p.memory).copy()
+    mem[1, 2] = 0  # '/' also emitted outside slot 0: the compact filter does not apply
+    q = p._replace(memory=mem)
+    assert G.tables(q).compact is None
+    T, E = G.transmat(q), G.emissions(q)
+    seq = [0, 0, 1, 0]
+    b = G.bayes_flat(q, np.array([seq]), np.array([4]))
+    lik = np.array([enumerate_paths(q.startprob[c], T[c], E, seq)[0] for c in range(2)])
+    with np.errstate(divide="ignore"):
+        np.testing.assert_allclose(np.asarray(b.log_lik[0]), np.log(lik), rtol=1e-12)
