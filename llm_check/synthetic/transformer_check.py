@@ -756,8 +756,6 @@ def run_transformer_check(cfg: CheckConfig, out_dir, *, overwrite: bool = False,
         log("warning: the sweep's HMM is not the model's pretraining HMM; Bayes refers to the sweep's HMM")
     grid, labels = list(ident.grid), list(ident.labels)
     config = ident.to_dict()
-    if ident.ginc is not None and skipped_note(ident.ginc):
-        log(skipped_note(ident.ginc))
     with RunFolder.create(Path(out_dir), command=COMMAND, config=config, overwrite=overwrite, log=log) as rf:
         results = []
         for s in tqdm(ident.seeds, desc="transformer-check", disable=quiet, unit="seed"):
