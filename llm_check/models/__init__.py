@@ -2,9 +2,13 @@
 
 Public API::
 
-    GPTJModel(cfg, rngs)(input_ids, ...) / LlamaModel(cfg, rngs)(input_ids, ...)
+    model(input_ids, attention_mask=None, *, capture_positions=None, capture=None, all_logits=None,
+          impl="chunked", k_block=None, scan=True) -> ForwardOutput
+        the forward of every model (GPTJModel, LlamaModel; shared base CausalLM in models/base.py),
+        used by training (capture=None), evaluation and capture
     forward(model, input_ids, attention_mask=None, capture_positions=None,
             capture=CaptureConfig(hook_pattern=True)) -> ForwardOutput
+        validated, jit-compiled call of the model's forward (layers scanned, K_BLOCK matmuls)
     as_transformerlens_cache(out) -> dict
     pad_batch(token_lists, pad_id=0, multiple=64, min_batch=1) -> (ids, mask, last_positions)
 

@@ -1,7 +1,9 @@
-"""One jit-compiled forward pass for every architecture, with attention capture.
+"""The validated, jit-compiled entry point to the models' forward pass, with attention capture.
 
-Nothing is hooked: the layer loop returns the post-softmax rows of the captured query
-positions (and optionally per-head q/k/v) alongside the hidden states.
+:func:`forward` checks its inputs and runs the model's own forward
+(:meth:`llm_check.models.base.CausalLM.__call__`, layers as one ``lax.scan``, matmuls in
+``K_BLOCK``-wide contraction blocks). Nothing is hooked: the layer loop returns the post-softmax
+rows of the captured query positions (and optionally per-head q/k/v) alongside the hidden states.
 """
 from __future__ import annotations
 
@@ -13,19 +15,14 @@ import numpy as np
 from flax import nnx
 
 from llm_check.errors import CapturePositionError, InputError, PromptTooLongError
-from llm_check.models.attention import ATTENTION_IMPLS, gather_positions
+from llm_check.models.attention import ATTENTION_IMPLS
+from llm_check.models.base import last_positions
 from llm_check.models.output import CaptureConfig, ForwardOutput
 
 PATTERN_ONLY = CaptureConfig()
 # Contraction block of the forward's matmuls (see llm_check.models.layers.blocked_dot): float32
 # logits of SmolLM2 stay as close to a float64 reference as transformers' float32 ones.
 K_BLOCK = 64
-
-
-def last_positions(attention_mask) -> jax.Array:
-    """Index of the last real token of each row, ``[B, 1]`` int32 (right or no padding)."""
-    mask = jnp.asarray(attention_mask).astype(jnp.int32)
-    return (jnp.sum(mask, axis=1, keepdims=True) - 1).clip(0).astype(jnp.int32)
 
 
 def forward(model, input_ids, attention_mask=None, capture_positions=None,
@@ -115,44 +112,8 @@ def _check_positions(positions, mask, S: int) -> None:
 def _forward_jit(graphdef, state, input_ids, attention_mask, capture_positions, *, all_logits,
                  capture: CaptureConfig, impl) -> ForwardOutput:
     model = nnx.merge(graphdef, state)
-    cfg = model.config
-    positions = jnp.clip(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
-    cos, sin = model.rotary(positions)
-    x = model.embed(input_ids)
-    # The layers run as one lax.scan over their stacked weights: XLA compiles one layer instead
-    # of num_hidden_layers unrolled copies (SmolLM2: 30), so each new batch shape compiles in a
-    # fraction of the time; the stacked copy of the weights costs one pass over them per call.
-    layer_def = nnx.graphdef(model.layers[0])
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.state(layer) for layer in model.layers])
-
-    def one_layer(x, layer_state):
-        layer = nnx.merge(layer_def, layer_state)
-        x, pattern, (q, k, v) = layer(x, cfg, cos, sin, attention_mask, capture_positions, impl, K_BLOCK)
-        out = dict(pattern=pattern)
-        if capture.hook_q:      # [B, S, H, hd] -> [B, H, Q, hd] at the captured query positions
-            out["q"] = gather_positions(q, capture_positions).transpose(0, 2, 1, 3)
-        if capture.hook_k:      # [B, S, KVH, hd] -> [B, KVH, S, hd]
-            out["k"] = k.transpose(0, 2, 1, 3)
-        if capture.hook_v:
-            out["v"] = v.transpose(0, 2, 1, 3)
-        if capture.hook_resid_post:
-            out["resid"] = x
-        return x, out
-
-    x, per_layer = jax.lax.scan(one_layer, x, stacked)
-    hidden = model.final(x)
-    logits = model.head(hidden if all_logits else gather_positions(hidden, capture_positions), K_BLOCK)
-    get = lambda name, on: per_layer[name] if on else None  # noqa: E731  (stacked [L, ...] by the scan)
-    return ForwardOutput(
-        logits=logits,
-        capture_positions=capture_positions,
-        hook_pattern=get("pattern", capture.hook_pattern),
-        hook_q=get("q", capture.hook_q),
-        hook_k=get("k", capture.hook_k),
-        hook_v=get("v", capture.hook_v),
-        hook_resid_post=get("resid", capture.hook_resid_post),
-        hook_normalized=hidden if capture.hook_normalized else None,
-    )
+    return model(input_ids, attention_mask, capture_positions=capture_positions, capture=capture,
+                 all_logits=all_logits, impl=impl, k_block=K_BLOCK)
 
 
 def pad_batch(token_lists, pad_id: int = 0, multiple: int = 64, min_batch: int = 1):

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from llm_check.models import attention as att
+from llm_check.models.base import CausalLM
 from llm_check.models.layers import Embedding, Linear, Norm, blocked_dot
 
 _ACTIVATIONS = {
@@ -91,7 +92,7 @@ class GPTJBlock(nnx.Module):
         return x + attn_out + mlp_out, pattern, (q, k, v)
 
 
-class GPTJModel(nnx.Module):
+class GPTJModel(CausalLM):
     """GPT-J causal LM: embed -> blocks -> LayerNorm -> head with bias."""
 
     def __init__(self, cfg: GPTJConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):

@@ -14,6 +14,7 @@ import numpy as np
 from flax import nnx
 
 from llm_check.models import attention as att
+from llm_check.models.base import CausalLM
 from llm_check.models.layers import Embedding, Linear, Norm, blocked_dot
 
 
@@ -97,7 +98,7 @@ class LlamaBlock(nnx.Module):
         return x, pattern, (q, k, v)
 
 
-class LlamaModel(nnx.Module):
+class LlamaModel(CausalLM):
     """Llama causal LM: embed -> blocks -> RMSNorm -> head (tied to the embedding or not)."""
 
     def __init__(self, cfg: LlamaConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):

@@ -187,15 +187,9 @@ def init_model(mcfg: GPTJConfig, seed: int) -> GPTJModel:
 
 
 def all_logits(model: GPTJModel, ids, impl: str = "einsum"):
-    """Logits at every position ``[B, S, V]`` float32 of a causal batch ``ids [B, S]`` (no padding)."""
-    B, S = ids.shape
-    positions = jnp.broadcast_to(jnp.arange(S), (B, S))
-    cos, sin = model.rotary(positions)
-    x = model.embed(ids)
-    mask = jnp.ones((B, S), bool)
-    for layer in model.layers:
-        x, _, _ = layer(x, model.config, cos, sin, mask, None, impl)
-    return model.head(model.final(x))
+    """Logits at every position ``[B, S, V]`` float32 of a causal batch ``ids [B, S]`` (no padding):
+    the model's forward without capture, its layers unrolled."""
+    return model(ids, capture=None, impl=impl, scan=False).logits
 
 
 def with_bos(docs, bos: int):

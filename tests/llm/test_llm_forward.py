@@ -212,3 +212,29 @@ def test_folder_with_one_gguf_loads_that_file(tmp_path):
     save_gguf(m, tmp_path / "second.gguf")
     with pytest.raises(errors.ModelLoadError, match="2 .gguf files"):
         load_model(str(tmp_path))
+
+
+def test_model_call_is_the_forward_of_training_and_capture(model):
+    """``forward`` and ``train.all_logits`` both run the model's own ``__call__``: the scanned
+    and the unrolled layer loop give the same logits and captures."""
+    import jax.numpy as jnp
+
+    from llm_check.synthetic.train import all_logits
+
+    rng = np.random.default_rng(3)
+    ids, mask, last = pad_batch([rng.integers(0, 40, 13), rng.integers(0, 40, 7)], multiple=16)
+    full = CaptureConfig(hook_q=True, hook_k=True, hook_v=True, hook_resid_post=True, hook_normalized=True)
+    via_forward = forward(model, ids, mask, capture_positions=last, capture=full)
+    ids, mask, last = jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(last)
+    for scan in (True, False):
+        out = model(ids, mask, capture_positions=last, capture=full, scan=scan)
+        for name, want in via_forward._asdict().items():
+            np.testing.assert_allclose(np.asarray(getattr(out, name)), np.asarray(want), atol=TOL, rtol=0,
+                                       err_msg=f"{name} scan={scan}")
+    plain = model(ids[:1, :13], capture=None)
+    assert plain.capture_positions is None and plain.hook_pattern is None and plain.logits.shape == (1, 13, 40)
+    np.testing.assert_allclose(np.asarray(all_logits(model, ids[:1, :13])), np.asarray(plain.logits), atol=TOL)
+    np.testing.assert_allclose(np.asarray(plain.logits[0]), np.asarray(forward(model, np.asarray(ids[:1, :13])).logits[0]),
+                               atol=TOL)
+    with pytest.raises(ValueError, match="all_logits=False"):
+        model(ids, mask, capture=None, all_logits=False)
