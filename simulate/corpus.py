@@ -18,7 +18,9 @@ form of the document process,
 .. math:: P(o_t \mid o_{<t}) = α_t^\top B[:, o_t], \qquad
           α_{t+1} ∝ (α_t ⊙ B[:, o_t])^\top (R \text{ if } o_t = δ \text{ else } T),
 
-with α_0 = p0: −log P(o_t | o_<t; p_pre) per token, the floor no model of p_pre can beat.
+with α_0 = p0: −log P(o_t | o_<t; p_pre) per token, the floor no model of p_pre can beat
+(:func:`theory.filtering.step` with ``mass="joint"``; a token of probability exactly 0 gives −inf,
+and so does every later token of that document).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from theory.filtering import step as filter_step
 from theory.hmm import HMM
 
 TRAIN_TAG = 0x54524149   # fold_in tags of the two document streams
@@ -97,11 +100,13 @@ def _token_log_probs(p0, Bt, T, R, delim, docs):
     D = docs.shape[0]
     alpha0 = jnp.broadcast_to(p0 / p0.sum(), (D, p0.shape[0]))
 
+    zero = jnp.zeros((D,), alpha0.dtype)
+
     def step(alpha, o):
-        w = alpha * Bt[o]                       # [D, d]
-        p = w.sum(-1)
-        nxt = jnp.where((o == delim)[:, None], w @ R, w @ T)
-        return nxt / p[:, None], jnp.log(p)
+        # normalised by P(o | prefix) (mass="joint"), so the step's log-normaliser is the token's log-prob
+        a_t, lp_t = filter_step(alpha, zero, Bt[o], T, mass="joint")
+        a_r, lp_r = filter_step(alpha, zero, Bt[o], R, mass="joint")
+        return jnp.where((o == delim)[:, None], a_r, a_t), jnp.where(o == delim, lp_r, lp_t)
 
     _, lp = jax.lax.scan(step, alpha0, docs.T)
     return lp.T

@@ -8,6 +8,7 @@ Because demonstrations restart at the delimiter, the prompt for n demonstrations
 the prompt for N: one scan over x_1 y_1 δ … x_N y_N δ keeps the message after every δ, and each n
 of the grid branches that message through x_test (O(N(l+2) + |grid| l) steps per prompt).
 Token id ``-1`` is padding: the identity step, so prompts of different lengths batch together.
+The step itself (condition, predict, renormalise) is :func:`theory.filtering.step`.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from theory.filtering import step as filter_step
 from theory.hmm import HMM
 
 
@@ -37,29 +39,17 @@ def hmm_arrays(hmm: HMM, dtype=jnp.float32) -> HMMArrays:
                      jnp.asarray(hmm.task_start, dtype), jnp.asarray(hmm.task_of_state, jnp.int32))
 
 
-def _normalise(a, logz):
-    """Renormalise ``a [..., d]`` and add ``log`` of its mass to ``logz``. A message of mass exactly 0 (a
-    prefix of probability 0) stays 0 with ``logz = -inf`` from then on (never NaN)."""
-    c = a.sum(-1)
-    pos = c > 0
-    safe = jnp.where(pos, c, 1.0)
-    return a / safe[..., None], jnp.where(pos, logz + jnp.log(safe), -jnp.inf)
-
-
 def token_step(A: HMMArrays, alpha, logz, tok):
     """One ordinary token: α ← α diag(B[:, o]) T, renormalised. ``tok == -1`` leaves α unchanged.
 
     Shapes: ``alpha [..., d]``, ``logz [...]``, ``tok [...]`` int.
     """
-    a = (alpha * A.Bt[jnp.maximum(tok, 0)]) @ A.T
-    a, lz = _normalise(a, logz)
-    skip = (tok < 0)[..., None]
-    return jnp.where(skip, alpha, a), jnp.where(skip[..., 0], logz, lz)
+    return filter_step(alpha, logz, A.Bt[jnp.maximum(tok, 0)], A.T, skip=tok < 0)
 
 
 def delim_step(A: HMMArrays, alpha, logz):
     """The delimiter: α ← α diag(w_δ) R, renormalised."""
-    return _normalise((alpha * A.delim_weight) @ A.R, logz)
+    return filter_step(alpha, logz, A.delim_weight, A.R)
 
 
 def filter_tokens(A: HMMArrays, alpha, logz, tokens):

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from theory.filtering import step as filter_step
 from theory.hmm import HMM, demo_end_weight
 
 
@@ -110,8 +111,7 @@ def sample_inputs_from_uniforms(u, hmm: HMM, start, length: int, labels=None, la
         alpha = jnp.asarray(start, dtype)
 
         def f(a, o):
-            a = (a * B[:, o]) @ T
-            return a / a.sum(), None
+            return filter_step(a, jnp.zeros((), dtype), B[:, o], T)[0], None
 
         alpha, _ = jax.lax.scan(f, alpha, x)
         y = lab[jnp.argmax(alpha @ B[:, lab])]

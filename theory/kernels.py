@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from theory import filtering
 from theory.errors import KernelError
 from theory.hmm import HMM, input_tokens
 
@@ -151,17 +152,20 @@ def operator_features(hmm: HMM, xs, blocks: Blocks | None = None, xp=np):
 
 
 def belief_features(hmm: HMM, xs, xp=np):
-    """b(x) = p_preᵀ T_x / p_preᵀ T_x 1: the normalised next-state belief after x, ``[..., d]``."""
+    """b(x) = p_preᵀ T_x / p_preᵀ T_x 1: the normalised next-state belief after x, ``[..., d]``.
+
+    The filter of :func:`theory.filtering.step` (padding ``-1`` skipped). For an x of probability 0
+    under p_pre the belief is undefined: every entry is NaN.
+    """
     T = xp.asarray(hmm.T)
     Bt = xp.asarray(hmm.B).T
     xs = xp.asarray(xs)
     a = xp.broadcast_to(xp.asarray(hmm.p0), xs.shape[:-1] + (T.shape[0],))
+    logz = xp.zeros(xs.shape[:-1], a.dtype)
     for t in range(xs.shape[-1]):
         tok = xs[..., t]
-        new = (a * Bt[xp.maximum(tok, 0)]) @ T
-        new = new / new.sum(-1, keepdims=True)
-        a = xp.where((tok >= 0)[..., None], new, a)
-    return a
+        a, logz = filtering.step(a, logz, Bt[xp.maximum(tok, 0)], T, skip=tok < 0, xp=xp)
+    return xp.where(xp.isneginf(logz)[..., None], xp.nan, a)
 
 
 def predictive_features(hmm: HMM, xs, xp=np):
