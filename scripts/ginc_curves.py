@@ -68,6 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--kernels", default="predictive:beta=20,belief", help="comma-separated kernels to draw")
     p.add_argument("--figure", default="figures/ginc-curves.png")
     p.add_argument("--table", default=None, help="also write the Markdown table here")
+    p.add_argument("--model-label", default="GPT-J (icl-kernel pretrain)", help="legend label of the transformer")
     a = p.parse_args(argv)
     runs = Path(a.runs_dir)
     show = [k.strip() for k in a.kernels.split(",") if k.strip()]
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
     if missing_k:
         raise SystemExit(f"error: --kernels {missing_k} not in the sweeps; expected some of "
                          f"{sorted({m[7:] for d in data.values() for m in d if m.startswith('kernel ')})}")
-    plot(data, show, a.figure)
+    plot(data, show, a.figure, a.model_label)
     table = markdown(data, show)
     print(table)
     if a.table:
@@ -108,7 +109,7 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def plot(data: dict, show: list, out: str) -> None:
+def plot(data: dict, show: list, out: str, model_label: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -147,7 +148,7 @@ def plot(data: dict, show: list, out: str) -> None:
                 ns, m = d["transformer"]
                 pts = [(n, v) for n, v in zip(ns, m) if v is not None]
                 ax.plot([n for n, _ in pts], [v for _, v in pts], marker="^", color=colors["transformer"],
-                        label="GPT-J (ours, 4 layers, 0.8 M parameters)")
+                        label=model_label)
             if i == 1:
                 ax.set_xlabel("n (demonstrations in the prompt)")
             if j == 0:
