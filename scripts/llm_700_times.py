@@ -1,4 +1,4 @@
-"""Compute time of the 700 / 300 llm-check runs (issue 12 item 5), read from their run folders.
+"""Compute time of the 700 / 300 llm-check runs, read from their run folders.
 
 Each run's ``run_info.json`` keeps the timings of every invocation that computed part of it
 (``timing_history``). Runs started before that record existed keep only their later invocations:

@@ -1,4 +1,4 @@
-"""What Table 3 needs: a study over the settings the paper leaves open (issue 12, item 6).
+"""What Table 3 needs: a study over the settings the paper leaves open.
 
 The paper's Table 3 (App. C) reports a "distance" between the kernel-regression output ŷ_n and
 the Bayes prediction, and an "accuracy", for n = 1..128 demonstrations, on a synthetic HMM with

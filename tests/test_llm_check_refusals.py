@@ -1,4 +1,4 @@
-"""llm-check's promises on bad input and damaged run folders (issue 9), on a tiny random Llama with
+"""llm-check's promises on bad input and damaged run folders, on a tiny random Llama with
 SmolLM2's tokenizer and a small custom data set (seconds, not minutes)."""
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The llm-check pipeline as a library call: ``run_llm_check(config, run_dir)``.
 
-Order of work (issue 9): validate the config, load the data, the model and its tokenizer, check
+Order of work: validate the config, load the data, the model and its tokenizer, check
 the label words and build every prompt — all before anything is written. Only then is the run
 folder opened (:class:`icl_kernel.runfolder.RunFolder`: marker, lock, config.json; a folder with
 another config is refused, or cleared with ``overwrite``), and the passes run, resuming from intact

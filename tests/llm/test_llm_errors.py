@@ -97,7 +97,7 @@ def test_bad_config(folder, changes, exc, needles):
 ], ids=["heads-zero", "heads-list", "width-string", "vocab-fraction", "layers-null", "eps-negative", "theta-nan",
         "kv-heads-not-dividing", "rope-not-object"])
 def test_bad_config_values_one_line(folder, changes, needles):
-    """Out-of-range or mistyped config values name the key and value (issue 9), never a traceback."""
+    """Out-of-range or mistyped config values name the key and value, never a traceback."""
     _edit_config(folder, **changes)
     _load_fails(folder, errors.ConfigError, *needles)
 
