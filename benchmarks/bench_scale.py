@@ -152,15 +152,15 @@ def main() -> None:
         from theory import kernels as tk
 
         res, hmm = resolve(SweepConfig(grid=tuple(grid), seeds=(args.seed,), prompts_per_seed=4, kernels=("predictive",)))
-        prep = prepare_kernels(hmm, [tk.parse_kernel("predictive")], res["length"])
-        pr = sample_prompts(prompt_key(args.seed), hmm, res["labels"], 4, n, res["length"])
+        prep = prepare_kernels(hmm, [tk.parse_kernel("predictive")], res.length)
+        pr = sample_prompts(prompt_key(args.seed), hmm, res.labels, 4, n, res.length)
         logev = {}
         for dtype in ("float32", "float64"):
-            ev = make_evaluator(hmm, prep, res["labels"], evaluated_ns(res), dtype, length=res["length"],
-                                forward=res["forward"])
+            ev = make_evaluator(hmm, prep, res.labels, evaluated_ns(res), dtype, length=res.length,
+                                forward=res.forward)
             e = evaluate_prompts(ev, pr.demos_x, pr.demos_y, pr.x_test, pr.task, 2)
             logev[dtype] = np.asarray(e.log_evidence)[:, -1]
-            print(f"  {dtype} ({res['forward']} pass), 4 prompts at n={n}: log P(prompt) {np.round(logev[dtype], 1)} "
+            print(f"  {dtype} ({res.forward} pass), 4 prompts at n={n}: log P(prompt) {np.round(logev[dtype], 1)} "
                   f"(nats; {np.round(logev[dtype] / n, 3)} per demonstration), Bayes sums to "
                   f"{np.asarray(e.bayes)[:, -1].sum(-1).round(6)}, mass on θ* {np.asarray(e.task_mass)[:, -1].round(6)}")
         print(f"  float32 vs float64 log P(prompt) relative difference: "

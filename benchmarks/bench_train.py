@@ -75,7 +75,7 @@ class JaxStep:
         self.micro = train.micro_batch_size(cfg.batch_size, cfg.context, self.mcfg)
         self.cfg, self.cdfs, self.key = cfg, corpus.document_cdfs(self.hmm), corpus.split_key(0, "train")
         self.corpus = corpus
-        self.kw = dict(opt=self.opt, bos=self.resolved["bos"], dtype=train.compute_dtype(cfg.compute_dtype),
+        self.kw = dict(opt=self.opt, bos=self.resolved.bos, dtype=train.compute_dtype(cfg.compute_dtype),
                        impl=cfg.attention_impl, micro=self.micro)
         self.i = 0
         self.n_params = sum(int(a.size) for a in jax.tree.leaves(self.params))
@@ -119,7 +119,7 @@ class TorchStep:
         self.clip = cfg.clip_norm
         docs = np.array(corpus.documents(corpus.split_key(0, "train"), hmm, 0, cfg.batch_size * steps, cfg.context))
         self.docs = torch.as_tensor(docs, dtype=torch.long).reshape(steps, cfg.batch_size, cfg.context)
-        self.bos = resolved["bos"]
+        self.bos = resolved.bos
 
         def loss_fn(inputs, targets):
             logits = self.model(input_ids=inputs).logits

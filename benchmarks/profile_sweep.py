@@ -60,31 +60,31 @@ def main() -> None:
 
     t = time.perf_counter()
     resolved, hmm = resolve(cfg)
-    stage("resolve (HMM, checks)", time.perf_counter() - t, f"forward = {resolved['forward']}")
-    specs = [tk.parse_kernel(k) for k in resolved["kernels"]]
+    stage("resolve (HMM, checks)", time.perf_counter() - t, f"forward = {resolved.forward}")
+    specs = [tk.parse_kernel(k) for k in resolved.kernels]
     preps = {}
     for s in specs:
         t = time.perf_counter()
-        preps[s.label] = prepare_kernels(hmm, [s], resolved["length"])
+        preps[s.label] = prepare_kernels(hmm, [s], resolved.length)
         info = preps[s.label].infos[0].get("per_start", [{}])[0]
         note = "" if s.name not in tk.MATRIX_KERNELS else ("exact" if info.get("exact") else "Monte Carlo")
         stage(f"  prepare {s.label} (Σ)", time.perf_counter() - t, note)
     prepared = PreparedKernels(tuple(p.kernels[0] for p in preps.values()),
                                [p.infos[0] for p in preps.values()], next(iter(preps.values())).blocks)
-    P, N, ns = resolved["prompts_per_seed"], max(resolved["grid"]), resolved["grid"]
+    P, N, ns = resolved.prompts_per_seed, max(resolved.grid), resolved.grid
     key = prompt_key(0)
     t = time.perf_counter()
-    pr = sample_prompts(key, hmm, resolved["labels"], P, N, resolved["length"])
+    pr = sample_prompts(key, hmm, resolved.labels, P, N, resolved.length)
     stage("sample one seed (first call, compiles)", time.perf_counter() - t)
     t = time.perf_counter()
-    pr = sample_prompts(key, hmm, resolved["labels"], P, N, resolved["length"])
+    pr = sample_prompts(key, hmm, resolved.labels, P, N, resolved.length)
     sample_warm = time.perf_counter() - t
     stage("sample one seed (warm)", sample_warm, f"{P} prompts x {N} demos")
     arrays = (pr.demos_x, pr.demos_y, pr.x_test, pr.task)
 
     def timed_eval(prep, label):
-        ev = make_evaluator(hmm, prep, resolved["labels"], ns, resolved["dtype"], length=resolved["length"],
-                            forward=resolved["forward"])
+        ev = make_evaluator(hmm, prep, resolved.labels, ns, resolved.dtype, length=resolved.length,
+                            forward=resolved.forward)
         from simulate.runtime import batch_sharding
 
         sh, _ = batch_sharding()
@@ -111,17 +111,17 @@ def main() -> None:
     stage("compile: the whole evaluator", comp_all)
     stage("the whole evaluator, one seed (best of 3)", all_t)
     t = time.perf_counter()
-    arrays_out = cell_arrays(ev_out, resolved["kernels"], 0)
+    arrays_out = cell_arrays(ev_out, resolved.kernels, 0)
     prompt_metrics(ev_out)
     stage("metrics of one seed", time.perf_counter() - t)
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
-        with RunFolder.create(Path(d) / "r", command="sweep", config=resolved) as rf:
+        with RunFolder.create(Path(d) / "r", command="sweep", config=resolved.to_dict()) as rf:
             rf.savez("prompts/seed_0.npz", **pr._asdict())
             rf.savez("cells/seed_0.npz", **arrays_out)
-            summarise(rf, dict(resolved, seeds=[0]))
+            summarise(rf, resolved.replace(seeds=(0,)))
         stage("I/O: prompts + cell + summary of one seed", time.perf_counter() - t)
-    seeds = len(resolved["seeds"])
+    seeds = len(resolved.seeds)
     est = sum(r[1] for r in rows if r[0].startswith("  prepare")) + seeds * (sample_warm + all_t)
     print(f"estimated warm sweep ({seeds} seeds, compile excluded): {est:.1f} s")
     if args.no_whole:

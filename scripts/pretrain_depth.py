@@ -286,7 +286,7 @@ def analyse(model_dir, sweep_dir, num_docs: int = 2048, reps: int = 2000, seed: 
     from simulate.forward import prompt_tokens
 
     model, resolved, hmm, scfg, pr = load(model_dir, sweep_dir)
-    L, bos = int(resolved["context"]), int(resolved["bos"])
+    L, bos = int(resolved.config.context), int(resolved.bos)
     labels = [int(y) for y in scfg["labels"]]
     grid = sorted(int(n) for n in scfg["grid"])
     l = int(np.asarray(pr.x_test).shape[1])
@@ -297,14 +297,14 @@ def analyse(model_dir, sweep_dir, num_docs: int = 2048, reps: int = 2000, seed: 
     rng = np.random.default_rng(seed)
 
     log(f"documents: {num_docs} held-out × {L} tokens")
-    docs = np.asarray(corpus.documents(corpus.split_key(resolved["seed"], "heldout"), hmm, 0, num_docs, L))
+    docs = np.asarray(corpus.documents(corpus.split_key(resolved.config.seed, "heldout"), hmm, 0, num_docs, L))
     bl = bayes_log_predictive(hmm, docs)
     bayes_err = check_bayes(hmm, docs, bl)
     bl = bl[:, :L]
     ml = model_log_predictive(model, docs, bos, final=False)
     dm = position_metrics(bl, ml, docs, labels)
     del bl, ml
-    n_eval = int(resolved["eval_docs"])
+    n_eval = int(resolved.config.eval_docs)
     eval_excess = float(dm.excess[:n_eval].mean())
 
     log(f"prompts: {pr.x_test.shape[0]} from seeds {scfg['seeds']}, N = {N}, grid {grid}")

@@ -23,7 +23,7 @@ from icl_kernel.errors import UserError
 from icl_kernel.runfolder import RunFolder, RunFolderError, atomic_write_json, open_existing
 from simulate.evaluator import prepare_kernels
 from simulate.sampling import sample_prompts
-from simulate.sweep import SweepConfig, load_cells, load_prompts, load_run_hmm, prompt_key, resolve
+from simulate.sweep import SweepConfig, SweepIdentity, load_cells, load_prompts, load_run_hmm, prompt_key, resolve
 from theory import bounds as tb
 from theory import kernels as tk
 from theory.hmm import HMM
@@ -152,11 +152,11 @@ def compare_with_run(bound: dict, rf: RunFolder) -> dict:
 
     The bound was evaluated on the first ``num_prompts`` prompts of the run's first seed.
     """
-    resolved = rf.config()
+    resolved = SweepIdentity.from_dict(rf.config())
     cells = load_cells(rf, resolved)
     P = bound["num_prompts"]
     out = {}
-    for name in resolved["kernels"]:
+    for name in resolved.kernels:
         if name not in bound["per_prompt"]:
             continue
         meas = cells.per_seed[f"kernel|{name}|kernel_vs_bayes_l1"][0][:P]  # [P, G] first seed
@@ -164,14 +164,14 @@ def compare_with_run(bound: dict, rf: RunFolder) -> dict:
         tot = np.asarray(bound["per_prompt"][name]["total"], float)  # [P, Gb]
         tot = np.where(np.isnan(tot), np.inf, tot)  # an infinite bound is stored as null
         within = []
-        for g, n in enumerate(resolved["grid"]):
+        for g, n in enumerate(resolved.grid):
             if n in bound["grid"]:
                 gi = bound["grid"].index(n)
                 within.append(dict(n=n, within=float(np.mean(meas[:, g] <= tot[:, gi])),
                                    finite=float(np.mean(np.isfinite(tot[:, gi])))))
         bias = np.asarray(bound["per_prompt"][name]["bias"], float)
         out[name] = dict(within_bound=within, measured_floor_vs_oracle=float(np.mean(meas_o[:, -1])),
-                         floor_n=int(resolved["grid"][-1]), mean_bias=float(np.mean(bias)))
+                         floor_n=int(resolved.grid[-1]), mean_bias=float(np.mean(bias)))
     return out
 
 
@@ -213,20 +213,20 @@ def run_bound(cfg: BoundConfig, run_dir=None, out=None, quiet: bool = True) -> d
     if run_dir is not None:
         rf = open_existing(run_dir, "sweep", write=out is None)
         try:
-            rc = rf.config()
-            if rc.get("label_mode") != "sample":
+            rc = SweepIdentity.from_dict(rf.config())
+            if rc.label_mode != "sample":
                 raise BoundArgumentError("the bound assumes labels sampled from P(y|x,θ*) (label_mode 'sample'), "
-                                         f"not {rc.get('label_mode')!r}")
+                                         f"not {rc.label_mode!r}")
             hmm = load_run_hmm(rf)
-            if not rf.exists(f"prompts/seed_{rc['seeds'][0]}.npz"):
-                why = ("the sweep ran with --no-save-prompts" if rc.get("save_prompts") is False
+            if not rf.exists(f"prompts/seed_{rc.seeds[0]}.npz"):
+                why = ("the sweep ran with --no-save-prompts" if not rc.save_prompts
                        else "the sweep has not finished its first seed")
-                raise RunFolderError(f"{rf.path}/prompts/seed_{rc['seeds'][0]}.npz not found; {why}")
-            pr = load_prompts(rf, rc["seeds"][0])
+                raise RunFolderError(f"{rf.path}/prompts/seed_{rc.seeds[0]}.npz not found; {why}")
+            pr = load_prompts(rf, rc.seeds[0])
             x_test, tasks = pr.x_test[:cfg.prompts], pr.task[:cfg.prompts]
-            grid |= set(rc["grid"])
-            specs = [tk.parse_kernel(k) for k in rc["kernels"]]
-            bound = compute_bound(hmm, rc["length"], rc["labels"], specs, x_test, tasks, sorted(grid), cfg.delta_k,
+            grid |= set(rc.grid)
+            specs = [tk.parse_kernel(k) for k in rc.kernels]
+            bound = compute_bound(hmm, rc.length, rc.labels, specs, x_test, tasks, sorted(grid), cfg.delta_k,
                                   cfg.delta_b, cfg.mc_demos, cfg.seed, quiet=quiet)
             if rf.exists("summary.json"):
                 bound["run_check"] = compare_with_run(bound, rf)
@@ -237,9 +237,9 @@ def run_bound(cfg: BoundConfig, run_dir=None, out=None, quiet: bool = True) -> d
             rf.close()
     else:
         resolved, hmm = resolve(cfg.sweep)
-        specs = [tk.parse_kernel(k) for k in resolved["kernels"]]
-        pr = sample_prompts(prompt_key(cfg.seed), hmm, resolved["labels"], cfg.prompts, 1, resolved["length"])
-        bound = compute_bound(hmm, resolved["length"], resolved["labels"], specs, pr.x_test, pr.task, sorted(grid),
+        specs = [tk.parse_kernel(k) for k in resolved.kernels]
+        pr = sample_prompts(prompt_key(cfg.seed), hmm, resolved.labels, cfg.prompts, 1, resolved.length)
+        bound = compute_bound(hmm, resolved.length, resolved.labels, specs, pr.x_test, pr.task, sorted(grid),
                               cfg.delta_k, cfg.delta_b, cfg.mc_demos, cfg.seed, quiet=quiet)
     if out is not None:
         out = Path(out)

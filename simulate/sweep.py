@@ -26,12 +26,14 @@ a given chunk they are those of sampling all P prompts first (tested bit for bit
 """
 from __future__ import annotations
 
+import copy
 import csv
+import dataclasses
 import hashlib
 import io
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 
 import jax
@@ -134,6 +136,118 @@ class SweepConfig:
             raise SweepConfigError(f"kernels {list(self.kernels)} repeat {dup}; expected each kernel once")
 
 
+@dataclass(frozen=True)
+class SweepIdentity:
+    """A resolved sweep: every value that determines its numbers (the run folder's identity).
+
+    Built by :func:`resolve`; :meth:`to_dict` is the run folder's ``config.json`` (and the summary's
+    ``config``), :meth:`from_dict` reads one back. Field order is config.json's key order.
+
+    format_version:     int, :data:`FORMAT_VERSION` of the run-folder layout
+    preset:             str, the HMM preset (``custom``: ``hmm_file``)
+    preset_params:      dict, the preset's parameters with its defaults filled in ({} for custom)
+    hmm_file:           str | None, the custom HMM's file
+    grid:               tuple[int, ...], sorted distinct demonstration counts n (G of them)
+    seeds:              tuple[int, ...], the prompt seeds, in the order given
+    prompts_per_seed:   int, P prompts per seed
+    length:             int, l, tokens per input x
+    labels:             tuple[int, ...], the label tokens Y (GINC's laws: every symbol)
+    label_mode:         str, ``sample`` | ``argmax`` | ``ginc``
+    task:               int | None, the one task drawn (None: tasks from the prior)
+    kernels:            tuple[str, ...], kernel labels (the cells' names)
+    kernel_specs:       tuple[dict, ...], per kernel :meth:`theory.kernels.KernelSpec.to_dict`
+    dtype:              str, ``float32`` | ``float64``
+    save_predictions:   int, K prompts whose probability vectors are kept
+    curve:              bool, also every n = 1..max(grid) (recorded only when True)
+    save_prompts:       bool, prompts/seed_S.npz written (recorded only when False)
+    forward:            str | None, Bayes pass (``factorised`` | ``general`` | ``ginc``; None: an old config
+                        that did not record it)
+    hmm_sha256:         str | None, :func:`hmm_sha256` of a custom HMM (recorded only then)
+    prompt_law:         str | None, ``matched`` | ``ginc-id`` | ``ginc-ood`` (None: an old config: matched)
+    scoring_law:        str | None, how prompts are scored (:data:`SCORING_LAW`)
+    k:                  int | None, GINC's k = length + 1 (GINC's laws only)
+    ginc_params_file:   str | None, GINC's parameter file (recorded, possibly None, for GINC's laws only)
+    ginc_params_sha256: str | None, that file's sha256 (recorded when the file is)
+    """
+
+    format_version: int
+    preset: str
+    preset_params: dict
+    hmm_file: str | None
+    grid: tuple
+    seeds: tuple
+    prompts_per_seed: int
+    length: int
+    labels: tuple
+    label_mode: str
+    task: int | None
+    kernels: tuple
+    kernel_specs: tuple
+    dtype: str
+    save_predictions: int
+    curve: bool = False
+    save_prompts: bool = True
+    forward: str | None = None
+    hmm_sha256: str | None = None
+    prompt_law: str | None = None
+    scoring_law: str | None = None
+    k: int | None = None
+    ginc_params_file: str | None = None
+    ginc_params_sha256: str | None = None
+
+    @property
+    def law(self) -> str:
+        """The prompt law (``matched`` for an old config that does not record one)."""
+        return self.prompt_law if self.prompt_law is not None else "matched"
+
+    @property
+    def is_ginc(self) -> bool:
+        """Whether prompts follow one of GINC's laws (``ginc-id`` / ``ginc-ood``)."""
+        return self.law.startswith("ginc")
+
+    def to_dict(self) -> dict:
+        """config.json's content: keys in field order; the optional ones only where recorded (see above)."""
+        out = dict(format_version=self.format_version, preset=self.preset, preset_params=copy.deepcopy(self.preset_params),
+                   hmm_file=self.hmm_file, grid=list(self.grid), seeds=list(self.seeds),
+                   prompts_per_seed=self.prompts_per_seed, length=self.length, labels=list(self.labels),
+                   label_mode=self.label_mode, task=self.task, kernels=list(self.kernels),
+                   kernel_specs=[copy.deepcopy(s) for s in self.kernel_specs], dtype=self.dtype,
+                   save_predictions=self.save_predictions)
+        if self.curve:
+            out["curve"] = True
+        if not self.save_prompts:
+            out["save_prompts"] = False
+        for key in ("forward", "hmm_sha256", "prompt_law", "scoring_law"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.is_ginc:
+            out["k"] = self.k
+            out["ginc_params_file"] = self.ginc_params_file
+            if self.ginc_params_file is not None:
+                out["ginc_params_sha256"] = self.ginc_params_sha256
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepIdentity":
+        """A sweep's identity from its config.json content (``from_dict(x.to_dict()) == x``)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise SweepConfigError(f"sweep config keys {unknown} are unknown; expected some of {names}")
+        missing = [f.name for f in dataclasses.fields(cls) if f.default is MISSING and f.name not in d]
+        if missing:
+            raise SweepConfigError(f"sweep config lacks {missing}; expected a sweep's config.json")
+        kw = {k: v for k, v in d.items()}
+        for key in ("grid", "seeds", "labels", "kernels", "kernel_specs"):
+            kw[key] = tuple(kw[key])
+        kw["preset_params"] = dict(kw["preset_params"])
+        return cls(**kw)
+
+    def replace(self, **changes) -> "SweepIdentity":
+        """A copy with ``changes`` (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+
 def auto_labels(hmm: HMM, k: int) -> list[int]:
     """The first k non-delimiter token ids that some hidden state can emit."""
     emittable = [o for o in range(hmm.num_tokens) if o != int(hmm.delim) and np.any(np.asarray(hmm.B)[:, o] > 0)]
@@ -172,10 +286,10 @@ def _ginc_source(cfg: SweepConfig) -> tuple[dict, Path | None]:
     return params, (ginc_reference_path() if choice == "reference" else Path(choice))
 
 
-def resolve(cfg: SweepConfig) -> tuple[dict, HMM]:
-    """Validate everything, build the HMM, and return the resolved config dict (the run's identity).
+def resolve(cfg: SweepConfig) -> tuple[SweepIdentity, HMM]:
+    """Validate everything, build the HMM, and return the run's identity (:class:`SweepIdentity`) and the HMM.
 
-    The dict records the prompt law (``prompt_law``: how prompts are drawn) and the scoring law
+    The identity records the prompt law (``prompt_law``: how prompts are drawn) and the scoring law
     (``scoring_law``: every prompt is scored by exact Bayes under p_pre, the preset's HMM).
     """
     cfg.validate()
@@ -220,28 +334,21 @@ def resolve(cfg: SweepConfig) -> tuple[dict, HMM]:
         forward = choose_forward(hmm, labels, length, cfg.forward)
         label_mode = cfg.label_mode
     params = dict(preset_defaults(cfg.preset), **preset_params) if cfg.preset != "custom" else {}
-    out = dict(format_version=FORMAT_VERSION, preset=cfg.preset, preset_params=params,
-               hmm_file=str(cfg.hmm_file) if cfg.hmm_file else None,
-               grid=sorted(set(int(n) for n in cfg.grid)), seeds=[int(s) for s in cfg.seeds],
-               prompts_per_seed=int(cfg.prompts_per_seed), length=int(length), labels=labels,
-               label_mode=label_mode, task=cfg.task, kernels=[k.label for k in kernels],
-               kernel_specs=[k.to_dict() for k in kernels], dtype=cfg.dtype,
-               save_predictions=int(cfg.save_predictions))
-    if cfg.curve:
-        out["curve"] = True  # absent for grid-only sweeps: their configs (and folders) are unchanged
-    if not cfg.save_prompts:
-        out["save_prompts"] = False  # absent when saved (the default): those configs are unchanged
-    out["forward"] = forward
-    if cfg.preset == "custom":
-        out["hmm_sha256"] = hmm_sha256(hmm)
-    out["prompt_law"] = law
-    out["scoring_law"] = SCORING_LAW
-    if ginc_law:
-        out["k"] = int(length) + 1
-        out["ginc_params_file"] = str(ginc_file.resolve()) if ginc_file is not None else None
-        if ginc_file is not None:
-            out["ginc_params_sha256"] = hashlib.sha256(ginc_file.read_bytes()).hexdigest()
-    return out, hmm
+    ident = SweepIdentity(
+        format_version=FORMAT_VERSION, preset=cfg.preset, preset_params=params,
+        hmm_file=str(cfg.hmm_file) if cfg.hmm_file else None,
+        grid=tuple(sorted(set(int(n) for n in cfg.grid))), seeds=tuple(int(s) for s in cfg.seeds),
+        prompts_per_seed=int(cfg.prompts_per_seed), length=int(length), labels=tuple(labels),
+        label_mode=label_mode, task=cfg.task, kernels=tuple(k.label for k in kernels),
+        kernel_specs=tuple(k.to_dict() for k in kernels), dtype=cfg.dtype,
+        save_predictions=int(cfg.save_predictions), curve=bool(cfg.curve), save_prompts=cfg.save_prompts,
+        forward=forward, hmm_sha256=hmm_sha256(hmm) if cfg.preset == "custom" else None,
+        prompt_law=law, scoring_law=SCORING_LAW,
+        k=int(length) + 1 if ginc_law else None,
+        ginc_params_file=str(ginc_file.resolve()) if ginc_law and ginc_file is not None else None,
+        ginc_params_sha256=(hashlib.sha256(ginc_file.read_bytes()).hexdigest()
+                            if ginc_law and ginc_file is not None else None))
+    return ident, hmm
 
 
 def hmm_sha256(hmm: HMM) -> str:
@@ -252,51 +359,45 @@ def hmm_sha256(hmm: HMM) -> str:
     return h.hexdigest()
 
 
-_sha256_arrays = hmm_sha256
 
-
-def run_ginc_params(resolved: dict):
+def run_ginc_params(resolved: SweepIdentity):
     """The GINC ``(id_params, ood_params)`` of a resolved ginc sweep (the file's or drawn again)."""
-    cfg = preset_config("ginc", resolved["preset_params"])
-    f = resolved.get("ginc_params_file")
+    cfg = preset_config("ginc", resolved.preset_params)
+    f = resolved.ginc_params_file
     return ginc_params(cfg, Path(f) if f else None)
 
 
-def evaluated_ns(resolved: dict) -> list[int]:
+def evaluated_ns(resolved: SweepIdentity) -> list[int]:
     """The n at which a sweep evaluates: the grid, or every n = 1..max(grid) for a curve sweep."""
-    return list(range(1, max(resolved["grid"]) + 1)) if resolved.get("curve") else list(resolved["grid"])
+    return list(range(1, max(resolved.grid) + 1)) if resolved.curve else list(resolved.grid)
 
 
-def grid_columns(resolved: dict) -> list[int]:
+def grid_columns(resolved: SweepIdentity) -> list[int]:
     """Column of each grid point in a cell's ``[P, ·]`` arrays."""
-    return [n - 1 for n in resolved["grid"]] if resolved.get("curve") else list(range(len(resolved["grid"])))
+    return [n - 1 for n in resolved.grid] if resolved.curve else list(range(len(resolved.grid)))
 
 
-def kernel_grid(resolved: dict) -> list[int]:
+def kernel_grid(resolved: SweepIdentity) -> list[int]:
     """The grid points at which kernels are evaluated: n ≥ 1 (no demonstrations, no estimate)."""
-    return [n for n in resolved["grid"] if n > 0]
+    return [n for n in resolved.grid if n > 0]
 
 
-def kernel_columns(resolved: dict) -> list[int]:
+def kernel_columns(resolved: SweepIdentity) -> list[int]:
     """Column of each :func:`kernel_grid` point in a cell's kernel arrays."""
     kg = kernel_grid(resolved)
-    return [n - 1 for n in kg] if resolved.get("curve") else list(range(len(kg)))
+    return [n - 1 for n in kg] if resolved.curve else list(range(len(kg)))
 
 
-def is_ginc_law(resolved: dict) -> bool:
-    return resolved.get("prompt_law", "matched").startswith("ginc")
-
-
-def make_run_evaluator(hmm: HMM, prepared, resolved: dict):
+def make_run_evaluator(hmm: HMM, prepared, resolved: SweepIdentity):
     """The evaluator a resolved sweep uses: the matched-law one, or GINC's (with its parameters attached)."""
-    if is_ginc_law(resolved):
+    if resolved.is_ginc:
         id_p, ood_p = run_ginc_params(resolved)
-        ev = make_ginc_evaluator(hmm, prepared, id_p, evaluated_ns(resolved), resolved["dtype"],
-                                 forward=resolved["forward"])
+        ev = make_ginc_evaluator(hmm, prepared, id_p, evaluated_ns(resolved), resolved.dtype,
+                                 forward=resolved.forward)
         ev.ginc_params = (id_p, ood_p)
         return ev
-    return make_evaluator(hmm, prepared, resolved["labels"], evaluated_ns(resolved), resolved["dtype"],
-                          length=resolved["length"], forward=resolved["forward"])
+    return make_evaluator(hmm, prepared, resolved.labels, evaluated_ns(resolved), resolved.dtype,
+                          length=resolved.length, forward=resolved.forward)
 
 
 def prompt_key(seed: int):
@@ -325,16 +426,16 @@ def _prompts_file(s: int) -> str:
     return f"prompts/seed_{s}.npz"
 
 
-def _pending_seeds(out: Path, resolved: dict) -> list[int]:
+def _pending_seeds(out: Path, resolved: SweepIdentity) -> list[int]:
     """Seeds without a finished cell, read without locking (to decide whether kernels must be built)."""
     if not is_run_folder(out):
-        return list(resolved["seeds"])
+        return list(resolved.seeds)
     try:
         ro = open_existing(out, COMMAND)
-        same = ro.read_json("config.json") == config_form(resolved)
+        same = ro.read_json("config.json") == config_form(resolved.to_dict())
     except RunFolderError:
-        return list(resolved["seeds"])
-    return [s for s in resolved["seeds"] if not (same and ro.is_done(_cell(s)))]
+        return list(resolved.seeds)
+    return [s for s in resolved.seeds if not (same and ro.is_done(_cell(s)))]
 
 
 def run_sweep(cfg: SweepConfig, out_dir, *, overwrite: bool = False, quiet: bool = False,
@@ -353,29 +454,29 @@ def run_sweep(cfg: SweepConfig, out_dir, *, overwrite: bool = False, quiet: bool
         raise SweepConfigError(f"chunk {chunk}, expected an integer >= 1 prompts per batch")
     resolved, hmm = resolve(cfg)
     out = Path(out_dir)
-    specs = [tk.parse_kernel(k) for k in resolved["kernels"]]
+    specs = [tk.parse_kernel(k) for k in resolved.kernels]
     if jax.process_count() > 1 and jax.process_index() != 0:
         return _follow_first_process(hmm, resolved, specs, chunk, stop_after_cells)
-    prepared = prepare_kernels(hmm, specs, resolved["length"]) if _pending_seeds(out, resolved) else None
-    with RunFolder.create(out, command=COMMAND, config=resolved, overwrite=overwrite, log=log) as rf:
+    prepared = prepare_kernels(hmm, specs, resolved.length) if _pending_seeds(out, resolved) else None
+    with RunFolder.create(out, command=COMMAND, config=resolved.to_dict(), overwrite=overwrite, log=log) as rf:
         if not rf.is_done("hmm.npz"):
             rf.savez("hmm.npz", **hmm._asdict())
-        todo = [s for s in resolved["seeds"] if not rf.is_done(_cell(s))]
+        todo = [s for s in resolved.seeds if not rf.is_done(_cell(s))]
         for s in todo:
             if rf.is_corrupted(_cell(s)):
                 log(f"{rf.path / _cell(s)} is corrupted (checksum mismatch); recomputing it")
-        broadcast_from_first(np.isin(resolved["seeds"], todo))  # the other processes' work list
+        broadcast_from_first(np.isin(resolved.seeds, todo))  # the other processes' work list
         if todo:
             if prepared is None:
-                prepared = prepare_kernels(hmm, specs, resolved["length"])
+                prepared = prepare_kernels(hmm, specs, resolved.length)
             rf.write_json("kernels.json", prepared.infos)
             evaluate = make_run_evaluator(hmm, prepared, resolved)
-            P, N = resolved["prompts_per_seed"], max(resolved["grid"])
+            P, N = resolved.prompts_per_seed, max(resolved.grid)
             bar = tqdm(total=len(todo) * P, unit="prompt", disable=quiet, delay=2.0,
                        desc=f"sweep {out.name}", dynamic_ncols=True)
-            save_prompts = resolved.get("save_prompts", True)
-            if save_prompts and P * (N + 1) * (resolved["length"] + 1) * 4 > PROMPTS_NOTE_BYTES:
-                log(f"note: each seed's prompts take {P * (N + 1) * (resolved['length'] + 1) * 4 / 2**30:.1f} GiB "
+            save_prompts = resolved.save_prompts
+            if save_prompts and P * (N + 1) * (resolved.length + 1) * 4 > PROMPTS_NOTE_BYTES:
+                log(f"note: each seed's prompts take {P * (N + 1) * (resolved.length + 1) * 4 / 2**30:.1f} GiB "
                     "in memory and in prompts/seed_S.npz; --no-save-prompts keeps only one chunk's")
             for done, s in enumerate(todo, start=1):
                 cell, pr = sweep_seed(evaluate, hmm, resolved, s, chunk, bar, save_prompts)
@@ -393,11 +494,11 @@ def run_sweep(cfg: SweepConfig, out_dir, *, overwrite: bool = False, quiet: bool
     return summary
 
 
-def _follow_first_process(hmm: HMM, resolved: dict, specs, chunk: int, stop_after_cells) -> dict:
+def _follow_first_process(hmm: HMM, resolved: SweepIdentity, specs, chunk: int, stop_after_cells) -> dict:
     """A process other than 0: compute the seeds process 0 names (its shard of every batch), write nothing."""
-    todo = [s for s, t in zip(resolved["seeds"], broadcast_from_first(np.zeros(len(resolved["seeds"]), bool))) if t]
+    todo = [s for s, t in zip(resolved.seeds, broadcast_from_first(np.zeros(len(resolved.seeds), bool))) if t]
     if todo:
-        evaluate = make_run_evaluator(hmm, prepare_kernels(hmm, specs, resolved["length"]), resolved)
+        evaluate = make_run_evaluator(hmm, prepare_kernels(hmm, specs, resolved.length), resolved)
         for done, s in enumerate(todo, start=1):
             sweep_seed(evaluate, hmm, resolved, s, chunk, None, keep_prompts=False)
             if stop_after_cells is not None and done >= stop_after_cells:
@@ -405,7 +506,7 @@ def _follow_first_process(hmm: HMM, resolved: dict, specs, chunk: int, stop_afte
     return {}
 
 
-def sweep_seed(evaluate, hmm: HMM, resolved: dict, seed: int, chunk: int = 256, bar=None,
+def sweep_seed(evaluate, hmm: HMM, resolved: SweepIdentity, seed: int, chunk: int = 256, bar=None,
                keep_prompts: bool = True) -> tuple[dict, Prompts | None]:
     """One seed's cell arrays (and its prompts if ``keep_prompts``), streamed chunk by chunk.
 
@@ -416,23 +517,23 @@ def sweep_seed(evaluate, hmm: HMM, resolved: dict, seed: int, chunk: int = 256, 
     (and, with ``keep_prompts``, the seed's prompts ``[P, N, l]`` int32). The batches are those
     :func:`evaluate_prompts` forms from ``chunk``, so the numbers equal evaluating all P at once.
     """
-    if is_ginc_law(resolved):
+    if resolved.is_ginc:
         return _sweep_seed_ginc(evaluate, resolved, seed, chunk, bar, keep_prompts)
-    P, N, length = resolved["prompts_per_seed"], max(resolved["grid"]), resolved["length"]
+    P, N, length = resolved.prompts_per_seed, max(resolved.grid), resolved.length
     c = batch_size(chunk, P, prompt_sharding()[1])  # evaluate_prompts' batch size
-    K = resolved["save_predictions"]
+    K = resolved.save_predictions
     parts: dict[str, list] = {}
     prompts = None
     for a in range(0, P, c):
         real = min(c, P - a)
         # A short last chunk is sampled at full size and cut (no second compile of the sampler).
-        pr = sample_prompts(prompt_key(seed), hmm, resolved["labels"], c, N, length, resolved["task"],
-                            resolved["label_mode"], start=a)
+        pr = sample_prompts(prompt_key(seed), hmm, resolved.labels, c, N, length, resolved.task,
+                            resolved.label_mode, start=a)
         pr = Prompts(*(x[:real] for x in pr))
         ev = evaluate_prompts(evaluate, pr.demos_x, pr.demos_y, pr.x_test, pr.task, c, bar)
         _check_finite(ev, seed, offset=a)
-        for k, v in cell_arrays(ev, resolved["kernels"], max(0, min(K - a, real)), pr.y_test,
-                                resolved["labels"]).items():
+        for k, v in cell_arrays(ev, resolved.kernels, max(0, min(K - a, real)), pr.y_test,
+                                resolved.labels).items():
             parts.setdefault(k, []).append(v)
         if keep_prompts:
             if prompts is None:
@@ -446,14 +547,14 @@ def sweep_seed(evaluate, hmm: HMM, resolved: dict, seed: int, chunk: int = 256, 
     return cell, prompts
 
 
-def _sweep_seed_ginc(evaluate, resolved: dict, seed: int, chunk: int, bar, keep_prompts: bool):
+def _sweep_seed_ginc(evaluate, resolved: SweepIdentity, seed: int, chunk: int, bar, keep_prompts: bool):
     """:func:`sweep_seed` for GINC's prompt laws: the seed's prompts drawn at once by
     :func:`simulate.ginc.sample_prompts` (prompt i from ``fold_in(key, i)``), then evaluated in
     batches of ``chunk`` (the last one padded with copies of its first prompt and cut)."""
     from simulate import ginc
 
-    P, N, length = resolved["prompts_per_seed"], max(resolved["grid"]), resolved["length"]
-    law = resolved["prompt_law"].removeprefix("ginc-")
+    P, N, length = resolved.prompts_per_seed, max(resolved.grid), resolved.length
+    law = resolved.prompt_law.removeprefix("ginc-")
     id_p, ood_p = evaluate.ginc_params
     gp = ginc.sample_prompts(prompt_key(seed), id_p if law == "id" else ood_p, length + 1, N, P, law)
     g = {k: np.asarray(v) for k, v in gp._asdict().items()}
@@ -463,7 +564,7 @@ def _sweep_seed_ginc(evaluate, resolved: dict, seed: int, chunk: int, bar, keep_
     pr = Prompts(g["demos_x"].astype(np.int32), g["demos_y"].astype(np.int32), g["x_test"].astype(np.int32),
                  g["label"].astype(np.int32), g["concept"].astype(np.int32))
     c = max(1, min(int(chunk), P))
-    K = resolved["save_predictions"]
+    K = resolved.save_predictions
     parts: dict[str, list] = {}
     for a in range(0, P, c):
         real = min(c, P - a)
@@ -473,8 +574,8 @@ def _sweep_seed_ginc(evaluate, resolved: dict, seed: int, chunk: int, bar, keep_
         ev = evaluate(*sl)
         ev = jax.tree_util.tree_map(lambda v: np.asarray(v)[:real], ev)
         _check_finite(ev, seed, offset=a, oracle=False)
-        for k, v in cell_arrays(ev, resolved["kernels"], max(0, min(K - a, real)), pr.y_test[a:a + real],
-                                resolved["labels"]).items():
+        for k, v in cell_arrays(ev, resolved.kernels, max(0, min(K - a, real)), pr.y_test[a:a + real],
+                                resolved.labels).items():
             parts.setdefault(k, []).append(v)
         if bar is not None:
             bar.update(real)
@@ -536,11 +637,11 @@ class Cells(dict):
     per_seed: dict
 
 
-def load_cells(rf: RunFolder, resolved: dict) -> Cells:
+def load_cells(rf: RunFolder, resolved: SweepIdentity) -> Cells:
     """Read every finished cell (checksums verified) and pool it over seeds along the prompt axis."""
     per: dict[str, list] = {}
     seeds = []
-    for s in resolved["seeds"]:
+    for s in resolved.seeds:
         if not rf.exists(_cell(s)):
             continue
         seeds.append(s)
@@ -559,10 +660,10 @@ def load_prompts(rf: RunFolder, seed: int) -> Prompts:
         raise RunFolderError(f"{rf.path / _prompts_file(seed)} lacks the field {exc}") from None
 
 
-def common_metric_names(resolved: dict, cells) -> list[str]:
+def common_metric_names(resolved: SweepIdentity, cells) -> list[str]:
     """The common metrics a sweep reports: those in its cells (OOD prompts have no θ* among p_pre's tasks)."""
     names = [k for k in (*COMMON_METRICS, *LABEL_METRICS, "oracle_defined") if f"common|{k}" in cells]
-    if resolved.get("prompt_law") == "ginc-ood":
+    if resolved.prompt_law == "ginc-ood":
         names.remove("posterior_mass_true_task")
     return names
 
@@ -571,7 +672,7 @@ def kernel_metric_names(cells, name: str) -> list[str]:
     return [k for k in (*METRICS, *KERNEL_LABEL_METRICS) if f"kernel|{name}|{k}" in cells]
 
 
-def summarise(rf: RunFolder, resolved: dict) -> dict:
+def summarise(rf: RunFolder, resolved: SweepIdentity) -> dict:
     """Write metrics.csv, summary.json (and predictions.npz) from the cells; return the summary.
 
     Bands (95% bootstrap) at the grid points; for a curve sweep also ``summary["curve"]``: the
@@ -581,13 +682,13 @@ def summarise(rf: RunFolder, resolved: dict) -> dict:
     out for Bayes. A mean over no prompt is ``null`` with count 0 (never NaN), an empty field in
     metrics.csv.
     """
-    grid = resolved["grid"]
+    grid = resolved.grid
     cols = grid_columns(resolved)
     kgrid, kcols = kernel_grid(resolved), kernel_columns(resolved)
     cells = load_cells(rf, resolved)
     if not cells.seeds:
         raise RunFolderError(f"{rf.path} has no finished cells to summarise")
-    names = resolved["kernels"]
+    names = resolved.kernels
     common_names = common_metric_names(resolved, cells)
     kmetrics = {name: kernel_metric_names(cells, name) for name in names}
     extra_k = [k for k in KERNEL_LABEL_METRICS if any(k in v for v in kmetrics.values())]
@@ -617,7 +718,7 @@ def summarise(rf: RunFolder, resolved: dict) -> dict:
         return [dict(mean=_finite_or_none(m), lo=_finite_or_none(lo), hi=_finite_or_none(hi), count=c, n=n)
                 for (m, lo, hi, c), n in zip(bootstrap_means(cells[name][:, cs]), ns)]
 
-    summary = dict(config=resolved, seeds_done=cells.seeds, num_prompts=int(cells["common|bayes_vs_oracle_l1"].shape[0]),
+    summary = dict(config=resolved.to_dict(), seeds_done=cells.seeds, num_prompts=int(cells["common|bayes_vs_oracle_l1"].shape[0]),
                    common={k: bands(f"common|{k}", cols, grid) for k in common_names},
                    kernels={})
     half = [g for g, n in enumerate(kgrid) if n <= max(1, int(np.sqrt(kgrid[0] * kgrid[-1])))] or [0]
@@ -630,17 +731,17 @@ def summarise(rf: RunFolder, resolved: dict) -> dict:
         ks["floor_kernel_vs_bayes_l1"] = dict(ks["kernel_vs_bayes_l1"][-1])
         ks["floor_kernel_vs_oracle_l1"] = dict(ks["kernel_vs_oracle_l1"][-1])
         summary["kernels"][name] = ks
-    if resolved.get("curve"):
+    if resolved.curve:
         summary["curve"] = dict(
             n=evaluated_ns(resolved),
             common={k: _column_means(cells[f"common|{k}"]) for k in common_names},
             kernels={name: {k: _column_means(cells[f"kernel|{name}|{k}"]) for k in kmetrics[name]} for name in names})
     rf.write_json("summary.json", summary)
-    K = resolved["save_predictions"]
+    K = resolved.save_predictions
     if K:
         preds = {k.removeprefix("pred|"): v for k, v in cells.items() if k.startswith("pred|")}
         preds = {k: v[:K] for k, v in preds.items()}
-        rf.savez("predictions.npz", grid=np.asarray(evaluated_ns(resolved)), labels=np.asarray(resolved["labels"]),
+        rf.savez("predictions.npz", grid=np.asarray(evaluated_ns(resolved)), labels=np.asarray(resolved.labels),
                  kernel_names=np.asarray(names), **preds)
     return summary
 

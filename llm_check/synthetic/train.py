@@ -59,7 +59,8 @@ from llm_check.models.gptj import GPTJConfig, GPTJModel
 from simulate import corpus
 from simulate.presets import build_preset, preset_defaults
 from simulate.runtime import batch_sharding
-from simulate.sweep import load_run_hmm
+from simulate.defaults import is_int
+from simulate.sweep import hmm_sha256, load_run_hmm
 from theory.hmm import HMM
 
 COMMAND = "pretrain"
@@ -109,7 +110,7 @@ class PretrainConfig:
                     checkpoint_every=1, seed=0)
         for name, lo in ints.items():
             v = getattr(self, name)
-            if not _is_int(v) or v < lo:
+            if not is_int(v) or v < lo:
                 raise PretrainConfigError(f"{name.replace('_', '-')} {v!r}, expected an integer >= {lo}")
         for name in ("learning_rate", "clip_norm"):
             v = getattr(self, name)
@@ -121,7 +122,7 @@ class PretrainConfig:
             raise PretrainConfigError(f"size {self.size!r}, expected one of {', '.join(SIZES)}")
         for name in ("n_embd", "n_layer", "n_head", "n_inner"):
             v = getattr(self, name)
-            if v is not None and (not _is_int(v) or v < 1):
+            if v is not None and (not is_int(v) or v < 1):
                 raise PretrainConfigError(f"{name} {v!r}, expected an integer >= 1")
         if self.compute_dtype not in ("auto", "float32", "bfloat16"):
             raise PretrainConfigError(f"compute dtype {self.compute_dtype!r}, expected auto, float32 or bfloat16")
@@ -132,8 +133,43 @@ class PretrainConfig:
                                       "expected --preset custom")
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+@dataclass(frozen=True)
+class PretrainIdentity:
+    """A resolved training run: every value that determines its numbers (the run folder's identity).
+
+    :meth:`to_dict` is the run folder's ``config.json`` (and the summary's ``config``): the fields of
+    ``config`` in order, then ``model``, ``bos``, ``format_version`` and, for a custom HMM, ``hmm_sha256``;
+    :meth:`from_dict` reads one back.
+
+    config:         PretrainConfig, as given, with ``preset_params`` completed by the preset's defaults
+                    ({} for a custom HMM)
+    model:          GPTJConfig, the model (vocabulary: the HMM's tokens plus BOS)
+    bos:            int, the BOS token id (= the HMM's number of tokens)
+    format_version: int, :data:`FORMAT_VERSION` of the run-folder layout
+    hmm_sha256:     str | None, :func:`simulate.sweep.hmm_sha256` of a custom HMM (recorded only then)
+    """
+
+    config: PretrainConfig
+    model: GPTJConfig
+    bos: int
+    format_version: int = FORMAT_VERSION
+    hmm_sha256: str | None = None
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self.config)
+        out["model"] = dataclasses.asdict(self.model)
+        out["bos"] = self.bos
+        out["format_version"] = self.format_version
+        if self.hmm_sha256 is not None:
+            out["hmm_sha256"] = self.hmm_sha256
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PretrainIdentity":
+        """A run's identity from its config.json content; KeyError/TypeError/ConfigError if it is not one."""
+        return cls(PretrainConfig(**{k: d[k] for k in PretrainConfig.__dataclass_fields__}),
+                   GPTJConfig(**d["model"]), int(d["bos"]), d.get("format_version", FORMAT_VERSION),
+                   d.get("hmm_sha256"))
 
 
 def model_config(cfg: PretrainConfig, vocab_size: int) -> GPTJConfig:
@@ -152,24 +188,16 @@ def model_config(cfg: PretrainConfig, vocab_size: int) -> GPTJConfig:
         raise PretrainConfigError(str(exc)) from None
 
 
-def resolve(cfg: PretrainConfig) -> tuple[dict, HMM, GPTJConfig]:
-    """Validate everything and return the resolved config dict, the HMM and the model config."""
+def resolve(cfg: PretrainConfig) -> tuple[PretrainIdentity, HMM, GPTJConfig]:
+    """Validate everything and return the run's identity, the HMM and the model config."""
     cfg.validate()
     with jax.enable_x64(True):  # the preset's float64 draws: the same HMM as a sweep's
         hmm = build_preset(cfg.preset, cfg.preset_params, cfg.hmm_file)
     mcfg = model_config(cfg, hmm.num_tokens + 1)
-    out = dataclasses.asdict(cfg)
-    out["preset_params"] = dict(preset_defaults(cfg.preset), **cfg.preset_params) if cfg.preset != "custom" else {}
-    out["model"] = {k: v for k, v in dataclasses.asdict(mcfg).items()}
-    out["bos"] = hmm.num_tokens
-    out["format_version"] = FORMAT_VERSION
-    if cfg.preset == "custom":
-        import hashlib
-        h = hashlib.sha256()
-        for a in hmm:
-            h.update(np.ascontiguousarray(a).tobytes())
-        out["hmm_sha256"] = h.hexdigest()
-    return out, hmm, mcfg
+    params = dict(preset_defaults(cfg.preset), **cfg.preset_params) if cfg.preset != "custom" else {}
+    ident = PretrainIdentity(dataclasses.replace(cfg, preset_params=params), mcfg, hmm.num_tokens, FORMAT_VERSION,
+                             hmm_sha256(hmm) if cfg.preset == "custom" else None)
+    return ident, hmm, mcfg
 
 
 def compute_dtype(name: str):
@@ -360,33 +388,32 @@ def restore_state(arrays: dict, template: TrainState, where: str) -> tuple[Train
 # ------------------------------------------------------------------ the run
 
 
-def references(hmm: HMM, resolved: dict, heldout) -> dict:
+def references(hmm: HMM, resolved: PretrainIdentity, heldout) -> dict:
     """Held-out Bayes, unigram and bigram losses (nats/token) on the evaluation documents."""
-    train_docs = np.asarray(corpus.documents(corpus.split_key(resolved["seed"], "train"), hmm,
-                                             2 ** 31 - resolved["ngram_docs"], resolved["ngram_docs"],
-                                             resolved["context"]))
+    train_docs = np.asarray(corpus.documents(corpus.split_key(resolved.config.seed, "train"), hmm,
+                                             2 ** 31 - resolved.config.ngram_docs, resolved.config.ngram_docs,
+                                             resolved.config.context))
     ng = corpus.ngram_losses(corpus.fit_ngrams(train_docs, hmm.num_tokens), heldout)
     with jax.enable_x64(True):
         bayes = corpus.bayes_loss(hmm, heldout, jnp.float64)
     return dict(bayes=bayes, unigram=ng["unigram"], bigram=ng["bigram"],
                 heldout_docs=int(heldout.shape[0]), context=int(heldout.shape[1]),
-                ngram_fit_docs=int(resolved["ngram_docs"]))
+                ngram_fit_docs=int(resolved.config.ngram_docs))
 
 
-def load_trained(run_dir) -> tuple[GPTJModel, dict, HMM]:
-    """The trained model (final parameters), resolved config and HMM of a pretrain run folder."""
+def load_trained(run_dir) -> tuple[GPTJModel, PretrainIdentity, HMM]:
+    """The trained model (final parameters), the run's identity and HMM of a pretrain run folder."""
     rf = open_existing(run_dir, COMMAND)
-    resolved = rf.read_json("config.json")
+    raw = rf.read_json("config.json")
     if not rf.exists("state.npz"):
         raise RunFolderError(f"{rf.path / 'state.npz'} not found; the training run has not saved a checkpoint")
     try:
-        mcfg = GPTJConfig(**resolved["model"])
-    except (KeyError, TypeError, ConfigError) as exc:
+        resolved = PretrainIdentity.from_dict(raw)
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise RunFolderError(f"{rf.path / 'config.json'} has no usable model config ({exc})") from None
-    model = init_model(mcfg, 0)
+    model = init_model(resolved.model, 0)
     graphdef, params = nnx.split(model)
-    tx, _ = make_optimizer(OptimizerConfig.of(
-        PretrainConfig(**{k: resolved[k] for k in PretrainConfig.__dataclass_fields__})))
+    tx, _ = make_optimizer(OptimizerConfig.of(resolved.config))
     state, _ = restore_state(rf.load_npz("state.npz"), TrainState(params, tx.init(params), 0),
                              str(rf.path / "state.npz"))
     return nnx.merge(graphdef, state.params), resolved, load_run_hmm(rf)
@@ -401,10 +428,10 @@ def run_pretrain(cfg: PretrainConfig, out_dir, *, overwrite: bool = False, quiet
     ``save_corpus`` also writes that many training shards (the documents of 100 steps each) and the
     held-out documents under ``corpus/`` (the corpus is otherwise streamed, never stored).
     """
-    if not _is_int(save_corpus) or save_corpus < 0:
+    if not is_int(save_corpus) or save_corpus < 0:
         raise PretrainConfigError(f"save-corpus {save_corpus!r}, expected an integer >= 0")
     resolved, hmm, mcfg = resolve(cfg)
-    bos = resolved["bos"]
+    bos = resolved.bos
     dtype = compute_dtype(cfg.compute_dtype)
     impl = cfg.attention_impl
     sharding, ndev = data_sharding()
@@ -412,7 +439,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir, *, overwrite: bool = False, quiet
         raise PretrainConfigError(f"batch size {cfg.batch_size} is not a multiple of the {ndev} local devices; "
                                   f"expected a multiple of {ndev}")
     t_start = time.perf_counter()
-    with RunFolder.create(Path(out_dir), command=COMMAND, config=resolved, overwrite=overwrite, log=log) as rf:
+    with RunFolder.create(Path(out_dir), command=COMMAND, config=resolved.to_dict(), overwrite=overwrite, log=log) as rf:
         if not rf.is_done("hmm.npz"):
             rf.savez("hmm.npz", **hmm._asdict())
         cdfs = corpus.document_cdfs(hmm)
@@ -483,7 +510,7 @@ def run_pretrain(cfg: PretrainConfig, out_dir, *, overwrite: bool = False, quiet
         final = nnx.merge(graphdef, params)
         export_hf(rf, final)
         write_metrics(rf, history, refs)
-        summary = dict(config=resolved, references=refs, steps=step, tokens=step * tokens_per_step,
+        summary = dict(config=resolved.to_dict(), references=refs, steps=step, tokens=step * tokens_per_step,
                        final_heldout_loss=history["heldout_loss"][-1], final_excess_loss=history["excess_loss"][-1],
                        parameters=int(sum(np.size(a) for a in jax.tree.leaves(params))),
                        train_seconds_estimate=history["seconds"][-1],

@@ -76,7 +76,7 @@ from simulate import metrics
 from simulate.evaluator import Evaluation, PreparedKernels, evaluate_prompts, make_evaluator, prepare_kernels
 from simulate.forward import prompt_tokens
 from simulate.sampling import Prompts
-from simulate.sweep import load_prompts, load_run_hmm, make_run_evaluator, run_ginc_params
+from simulate.sweep import SweepIdentity, load_prompts, load_run_hmm, make_run_evaluator, run_ginc_params
 from theory import kernels as tk
 from theory.hmm import HMM
 
@@ -278,14 +278,14 @@ class GincScoring(NamedTuple):
     """What scoring a GINC sweep's prompts needs.
 
     Attributes:
-        sweep_config: the sweep's ``config.json`` (its evaluator is rebuilt from it by
-            :func:`simulate.sweep.make_run_evaluator`).
+        sweep_config: the sweep's identity, read from its ``config.json`` (its evaluator is rebuilt from it
+            by :func:`simulate.sweep.make_run_evaluator`).
         law: ``"id"`` or ``"ood"`` (GINC's ``ID_sample`` / ``OOD_sample``).
         params: the :class:`simulate.ginc.GincParams` the prompts were drawn from (ID or OOD concepts).
         skipped: sweep grid points whose prompts do not fit the model's context.
     """
 
-    sweep_config: dict
+    sweep_config: SweepIdentity
     law: str
     params: object
     skipped: tuple
@@ -311,12 +311,12 @@ def ginc_oracle(params, pr: Prompts, start_slot, law: str):
     return np.where(defined[:, None], np.asarray(orc.probs, np.float64), np.nan), np.asarray(orc.label), defined
 
 
-def ginc_evaluator(hmm: HMM, prepared: PreparedKernels, sweep_config: dict, grid):
+def ginc_evaluator(hmm: HMM, prepared: PreparedKernels, sweep_config: SweepIdentity, grid):
     """The sweep's own GINC evaluator (:func:`simulate.sweep.make_run_evaluator`: exact Bayes under p_pre by
     its forward, the kernels over all symbols) at ``grid``, in float64: ``(demos_x, demos_y, x_test, task,
     oracle) -> Evaluation``. Call it with JAX's float64 enabled."""
-    return make_run_evaluator(hmm, prepared, dict(sweep_config, grid=[int(n) for n in grid], curve=False,
-                                                  dtype=SCORING_DTYPE))
+    return make_run_evaluator(hmm, prepared, sweep_config.replace(grid=tuple(int(n) for n in grid), curve=False,
+                                                                  dtype=SCORING_DTYPE))
 
 
 def run_ginc_evaluator(evaluate, demos_x, demos_y, x_test, task, oracle, chunk: int = EVAL_CHUNK) -> Evaluation:
@@ -336,7 +336,7 @@ def run_ginc_evaluator(evaluate, demos_x, demos_y, x_test, task, oracle, chunk: 
     return jax.tree_util.tree_map(lambda *vs: np.concatenate(vs, axis=0), *pieces)
 
 
-def ginc_kernel_weights(hmm: HMM, prepared: PreparedKernels, sweep_config: dict, pr: Prompts, task, n: int,
+def ginc_kernel_weights(hmm: HMM, prepared: PreparedKernels, sweep_config: SweepIdentity, pr: Prompts, task, n: int,
                         chunk: int = EVAL_CHUNK) -> np.ndarray:
     """K(x_test, x_i) for i ≤ n and every prepared kernel on GINC prompts, ``[P, k, n]`` float64: each
     demonstration evaluated as a one-demonstration prompt by the sweep's GINC evaluator, whose n = 1
@@ -357,7 +357,7 @@ def run_seed_ginc(model, hmm: HMM, prepared: PreparedKernels, scoring: GincScori
     """The transformer and the sweep's GINC evaluator on one seed's GINC prompts at ``grid`` (the grid
     points that fit the model's context). The Oracle is recomputed from the prompt law and must give the
     sweep's saved test labels."""
-    labels = np.asarray(scoring.sweep_config["labels"], np.int32)
+    labels = np.asarray(scoring.sweep_config.labels, np.int32)
     N = max(grid)
     oracle, label, defined = ginc_oracle(scoring.params, pr, start_slot, scoring.law)
     if not np.array_equal(label, np.asarray(pr.y_test)):
@@ -645,24 +645,24 @@ def resolve(cfg: CheckConfig) -> ResolvedCheck:
     m_rf = open_existing(cfg.model_run, train.COMMAND)
     model, m_cfg, train_hmm = train.load_trained(cfg.model_run)
     s_rf = open_existing(cfg.sweep_run, "sweep")
-    s_cfg = s_rf.read_json("config.json")
-    law = s_cfg.get("prompt_law", "matched")
+    s_cfg = SweepIdentity.from_dict(s_rf.read_json("config.json"))
+    law = s_cfg.law
     if law not in ("matched", "ginc-id", "ginc-ood"):
         raise TransformerCheckError(f"sweep {cfg.sweep_run} draws its prompts by the {law!r} law; expected a sweep "
                                     "with the matched, ginc-id or ginc-ood prompt law")
     ginc_law = law.startswith("ginc")
     hmm = load_run_hmm(s_rf)
-    bos = int(m_cfg["bos"])
+    bos = int(m_cfg.bos)
     vocab = model.config.vocab_size
     if hmm.num_tokens > bos:
         raise TransformerCheckError(f"sweep {cfg.sweep_run} uses tokens 0..{hmm.num_tokens - 1} but model {cfg.model_run} "
                                     f"was trained on tokens 0..{bos - 1} (vocabulary {vocab} with BOS); expected a sweep "
                                     "of the model's pretraining distribution")
-    grid = [int(n) for n in s_cfg["grid"]]
+    grid = [int(n) for n in s_cfg.grid]
     if max(grid) < 1:
         raise TransformerCheckError(f"sweep {cfg.sweep_run} has grid {grid}; expected some n >= 1 (the attention "
                                     "reads need demonstrations)")
-    length = int(s_cfg["length"])
+    length = int(s_cfg.length)
     ctx = int(model.config.n_positions)
     skipped = []
     if ginc_law:  # GINC's grid runs to long prompts: score the n that fit the context, say which do not
@@ -679,13 +679,13 @@ def resolve(cfg: CheckConfig) -> ResolvedCheck:
         raise TransformerCheckError(f"the sweep's largest prompt (n={max(grid)}, l={length}) needs {need} positions but "
                                     f"the model's context is {model.config.n_positions}; expected a sweep with "
                                     f"n*(l+2)+l+1 <= {model.config.n_positions}")
-    saved = [s for s in s_cfg["seeds"] if s_rf.exists(f"prompts/seed_{s}.npz")]
+    saved = [s for s in s_cfg.seeds if s_rf.exists(f"prompts/seed_{s}.npz")]
     seeds = list(cfg.seeds) if cfg.seeds else saved
     missing = [s for s in seeds if s not in saved]
     if missing or not seeds:
         raise TransformerCheckError(f"sweep {cfg.sweep_run} has no saved prompts for seed(s) {missing or seeds}; "
                                     f"expected some of {saved}")
-    kernels = list(cfg.kernels) if cfg.kernels else list(s_cfg["kernels"])
+    kernels = list(cfg.kernels) if cfg.kernels else list(s_cfg.kernels)
     specs = [tk.parse_kernel(k) for k in kernels]
     if law == "ginc-ood" and any(k.name == "task" for k in specs):
         raise TransformerCheckError("kernel 'task' with the sweep's prompt law 'ginc-ood': an OOD concept is not a "
@@ -701,13 +701,13 @@ def resolve(cfg: CheckConfig) -> ResolvedCheck:
         with jax.enable_x64(True):
             id_p, ood_p = run_ginc_params(s_cfg)
         scoring = GincScoring(s_cfg, law.removeprefix("ginc-"), id_p if law == "ginc-id" else ood_p, tuple(skipped))
-        ginc_id = dict(prompt_law=law, k=length + 1, sweep_grid=[int(n) for n in s_cfg["grid"]], skipped_n=skipped,
+        ginc_id = dict(prompt_law=law, k=length + 1, sweep_grid=[int(n) for n in s_cfg.grid], skipped_n=skipped,
                        context=ctx, hmm_max_abs_diff=diff if np.isfinite(diff) else None, hmm_atol=HMM_ATOL)
     identity = CheckIdentity(
         model_run=str(Path(cfg.model_run).resolve()), model_state_sha256=_sha(m_rf, "state.npz"),
         sweep_run=str(Path(cfg.sweep_run).resolve()), sweep_config_sha256=_sha(s_rf, "config.json"),
         kernels=tuple(s.label for s in specs), seeds=tuple(int(s) for s in seeds), grid=tuple(grid), length=length,
-        labels=tuple(int(y) for y in s_cfg["labels"]), seed=int(cfg.seed), same_hmm=bool(same_hmm), bos=bos,
+        labels=tuple(int(y) for y in s_cfg.labels), seed=int(cfg.seed), same_hmm=bool(same_hmm), bos=bos,
         ginc=ginc_id)
     return ResolvedCheck(identity, model, hmm, prepared, s_rf, scoring)
 

@@ -48,7 +48,7 @@ from simulate.evaluator import Evaluation, PreparedKernels, evaluate_prompts, ma
 from simulate.metrics import argmax_agree, bootstrap_mean, l1
 from simulate.plotting import save_figure
 from simulate.sampling import Prompts
-from simulate.sweep import SweepConfig, resolve
+from simulate.sweep import SweepConfig, SweepIdentity, resolve
 from theory import kernels as tk
 from theory.hmm import HMM
 
@@ -76,6 +76,37 @@ class PhenomenonConfig:
     kind: str
     common: SweepConfig = field(default_factory=SweepConfig)
     options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PhenomenonIdentity:
+    """A resolved phenomenon run: every value that determines its numbers (the run folder's identity).
+
+    :meth:`to_dict` is the run folder's ``config.json`` (and the summary's ``config``): the sweep's
+    entries (less those in :data:`UNRECORDED`), then ``kind``, then the kind's entries.
+
+    sweep:   SweepIdentity, the common prompt/kernel settings (:func:`simulate.sweep.resolve`); its
+             ``save_predictions``, ``label_mode`` and ``task`` are not recorded (a phenomenon keeps no
+             prediction vectors, samples its labels and draws tasks from the prior)
+    kind:    str, the phenomenon's name (:attr:`Phenomenon.kind`)
+    options: dict, the kind's own resolved entries (:meth:`Phenomenon.resolve`), in order, e.g.
+             ood ``lambdas``: list[float]; labels ``mapping``: str, ``mapped_labels``: list[int];
+             retrieval ``pool``: int
+    """
+
+    UNRECORDED = ("save_predictions", "label_mode", "task")
+
+    sweep: SweepIdentity
+    kind: str
+    options: dict
+
+    def to_dict(self) -> dict:
+        out = self.sweep.to_dict()
+        out["kind"] = self.kind
+        for k in self.UNRECORDED:
+            out.pop(k, None)
+        out.update(self.options)
+        return out
 
 
 class SeedResult(NamedTuple):
@@ -113,7 +144,7 @@ class Context:
     ``evaluators`` maps each grid of :meth:`Phenomenon.grids` (as a tuple) to a jitted evaluator.
     """
 
-    resolved: dict
+    resolved: PhenomenonIdentity
     hmm: HMM
     evaluators: dict
     chunk: int = DEFAULT_CHUNK
@@ -121,15 +152,15 @@ class Context:
 
     @property
     def grid(self) -> tuple:
-        return tuple(self.resolved["grid"])
+        return tuple(self.resolved.sweep.grid)
 
     @property
     def max_n(self) -> int:
-        return max(self.resolved["grid"])
+        return max(self.resolved.sweep.grid)
 
     @property
     def names(self) -> list:
-        return list(self.resolved["kernels"])
+        return list(self.resolved.sweep.kernels)
 
     def evaluate(self, pr: Prompts, grid=None, progress: bool = True) -> Evaluation:
         """Bayes, Oracle and every kernel on ``pr`` at ``grid`` (default: the run's grid), numpy."""
@@ -153,22 +184,22 @@ class Phenomenon(abc.ABC):
     options: dict = {}
 
     @abc.abstractmethod
-    def resolve(self, hmm: HMM, resolved: dict, options: dict) -> dict:
+    def resolve(self, hmm: HMM, resolved: SweepIdentity, options: dict) -> dict:
         """Validate the kind's options (all keys present); return the entries it adds to the config."""
 
     @abc.abstractmethod
-    def conditions(self, resolved: dict) -> list[str]:
+    def conditions(self, resolved: PhenomenonIdentity) -> list[str]:
         """The conditions evaluated per seed, in order (each advances the progress bar by P prompts)."""
 
-    def evaluation_labels(self, hmm: HMM, resolved: dict) -> list[int]:
+    def evaluation_labels(self, hmm: HMM, resolved: PhenomenonIdentity) -> list[int]:
         """The tokens over which the evaluator renormalises Bayes, the Oracle and the kernels."""
-        return list(resolved["labels"])
+        return list(resolved.sweep.labels)
 
-    def grids(self, resolved: dict) -> list[tuple]:
+    def grids(self, resolved: PhenomenonIdentity) -> list[tuple]:
         """The n grids evaluated (the first is the run's grid)."""
-        return [tuple(resolved["grid"])]
+        return [tuple(resolved.sweep.grid)]
 
-    def extras(self, hmm: HMM, resolved: dict) -> dict:
+    def extras(self, hmm: HMM, resolved: PhenomenonIdentity) -> dict:
         """Run-level measures computed before any prompt (added to ``summary['extras']``)."""
         return {}
 
@@ -229,18 +260,14 @@ def band(x, **kw) -> dict:
 # ------------------------------------------------------------------ resolve and run
 
 
-def resolve_phenomenon(ph: Phenomenon, cfg: PhenomenonConfig) -> tuple[dict, HMM]:
-    """Validate everything (before any file is written) and return the resolved config and the HMM."""
+def resolve_phenomenon(ph: Phenomenon, cfg: PhenomenonConfig) -> tuple[PhenomenonIdentity, HMM]:
+    """Validate everything (before any file is written) and return the run's identity and the HMM."""
     unknown = sorted(set(cfg.options) - set(ph.options))
     if unknown:
         raise PhenomenaError(f"options {unknown} do not apply to phenomenon {ph.kind!r}; "
                              f"expected some of {sorted(ph.options)}")
-    resolved, hmm = resolve(cfg.common)
-    resolved["kind"] = ph.kind
-    for k in ("save_predictions", "label_mode", "task"):
-        resolved.pop(k, None)
-    resolved.update(ph.resolve(hmm, resolved, {**ph.options, **cfg.options}))
-    return resolved, hmm
+    sweep, hmm = resolve(cfg.common)
+    return PhenomenonIdentity(sweep, ph.kind, dict(ph.resolve(hmm, sweep, {**ph.options, **cfg.options}))), hmm
 
 
 def _cell(seed: int) -> str:
@@ -309,26 +336,26 @@ def run_phenomenon(ph: Phenomenon, cfg: PhenomenonConfig, out_dir, *, overwrite:
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise PhenomenaError(f"chunk {chunk}, expected an integer >= 1 prompts per batch")
     resolved, hmm = resolve_phenomenon(ph, cfg)
-    prepared: PreparedKernels = prepare_kernels(hmm, [tk.parse_kernel(k) for k in resolved["kernels"]],
-                                                resolved["length"])
+    prepared: PreparedKernels = prepare_kernels(hmm, [tk.parse_kernel(k) for k in resolved.sweep.kernels],
+                                                resolved.sweep.length)
     extras = dict(kernels=prepared.infos, **ph.extras(hmm, resolved))
     if figure is not None:
         _check_figure_target(figure)
-    with RunFolder.create(Path(out_dir), command=COMMAND, config=resolved, overwrite=overwrite, log=log) as rf:
-        todo = [s for s in resolved["seeds"] if not rf.is_done(_cell(s))]
+    with RunFolder.create(Path(out_dir), command=COMMAND, config=resolved.to_dict(), overwrite=overwrite, log=log) as rf:
+        todo = [s for s in resolved.sweep.seeds if not rf.is_done(_cell(s))]
         for s in todo:
             if rf.is_corrupted(_cell(s)):
                 log(f"{rf.path / _cell(s)} is corrupted (checksum mismatch); recomputing it")
         if todo:
             labels = ph.evaluation_labels(hmm, resolved)
-            evaluators = {g: make_evaluator(hmm, prepared, labels, g, resolved["dtype"]) for g in ph.grids(resolved)}
-            bar = tqdm(total=len(todo) * len(ph.conditions(resolved)) * resolved["prompts_per_seed"],
+            evaluators = {g: make_evaluator(hmm, prepared, labels, g, resolved.sweep.dtype) for g in ph.grids(resolved)}
+            bar = tqdm(total=len(todo) * len(ph.conditions(resolved)) * resolved.sweep.prompts_per_seed,
                        unit="prompt", disable=quiet, delay=2.0, desc=f"phenomena {ph.kind}", dynamic_ncols=True)
             ctx = Context(resolved, hmm, evaluators, int(chunk), bar)
             for s in todo:
                 rf.savez(_cell(s), **cell_arrays(ph.run_seed(ctx, s)))
             bar.close()
-        results = [(s, _split_cell(rf, _cell(s), rf.load_npz(_cell(s)))) for s in resolved["seeds"]]
+        results = [(s, _split_cell(rf, _cell(s), rf.load_npz(_cell(s)))) for s in resolved.sweep.seeds]
         summary = summarise(rf, ph, resolved, pool_seeds(results), extras)
         summary["wall_seconds"] = time.perf_counter() - t0
         rf.write_json("summary.json", summary)
@@ -337,9 +364,9 @@ def run_phenomenon(ph: Phenomenon, cfg: PhenomenonConfig, out_dir, *, overwrite:
     return summary
 
 
-def summarise(rf: RunFolder, ph: Phenomenon, resolved: dict, pooled: Pooled, extras: dict) -> dict:
+def summarise(rf: RunFolder, ph: Phenomenon, resolved: PhenomenonIdentity, pooled: Pooled, extras: dict) -> dict:
     """Write metrics.csv (per seed) and per_prompt.npz; return the summary (bands over all prompts)."""
-    grid = resolved["grid"]
+    grid = resolved.sweep.grid
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["condition", "estimator", "metric", "n", "seed", "mean"])
@@ -353,7 +380,7 @@ def summarise(rf: RunFolder, ph: Phenomenon, resolved: dict, pooled: Pooled, ext
     results: dict = {}
     for (cond, est, met), arr in pooled.metrics.items():
         results.setdefault(cond, {}).setdefault(est, {})[met] = [band(arr[:, g], n=n) for g, n in enumerate(grid)]
-    summary = dict(config=resolved, num_prompts=int(next(iter(pooled.metrics.values())).shape[0]),
+    summary = dict(config=resolved.to_dict(), num_prompts=int(next(iter(pooled.metrics.values())).shape[0]),
                    results=results, extras=extras)
     ph.summarise(summary, pooled)
     return summary

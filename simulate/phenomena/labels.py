@@ -55,7 +55,7 @@ class Labels(Phenomenon):
 
     def resolve(self, hmm, resolved, options):
         mode = options["mapping"]
-        return dict(mapping=mode, mapped_labels=label_mapping(hmm, resolved["labels"], mode))
+        return dict(mapping=mode, mapped_labels=label_mapping(hmm, resolved.labels, mode))
 
     def conditions(self, resolved):
         return ["original", "mapped"]
@@ -65,8 +65,8 @@ class Labels(Phenomenon):
 
     def run_seed(self, ctx: Context, seed: int) -> SeedResult:
         r = ctx.resolved
-        Y, Yp = r["labels"], r["mapped_labels"]
-        pr = sample_prompts(prompt_key(seed), ctx.hmm, Y, r["prompts_per_seed"], ctx.max_n, r["length"])
+        Y, Yp = list(r.sweep.labels), r.options["mapped_labels"]
+        pr = sample_prompts(prompt_key(seed), ctx.hmm, Y, r.sweep.prompts_per_seed, ctx.max_n, r.sweep.length)
         lut = np.arange(ctx.hmm.num_tokens)
         lut[Y] = Yp
         out = {}

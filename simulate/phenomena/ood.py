@@ -141,7 +141,7 @@ class OOD(Phenomenon):
             raise PhenomenaError("no lambdas given; expected e.g. 0,0.5,1")
         for v in lams:
             mix_emissions(hmm, v)  # range check (NaN fails it too)
-        enumerate_inputs(hmm, resolved["length"])
+        enumerate_inputs(hmm, resolved.length)
         F = tk.feature_dim(tk.block_structure(hmm))
         if F > MAX_FEATURE_DIM:
             raise PhenomenaError(f"exact ε_θ needs Σ over vec(T_x), which has {F} dimensions here "
@@ -149,17 +149,17 @@ class OOD(Phenomenon):
         return dict(lambdas=sorted(set(lams)))
 
     def conditions(self, resolved):
-        return [lambda_name(lam) for lam in resolved["lambdas"]]
+        return [lambda_name(lam) for lam in resolved.options["lambdas"]]
 
     def extras(self, hmm, resolved):
-        return shift_measures(hmm, resolved["lambdas"], resolved["length"])
+        return shift_measures(hmm, resolved.options["lambdas"], resolved.sweep.length)
 
     def run_seed(self, ctx: Context, seed: int) -> SeedResult:
         r = ctx.resolved
         out, by_task = {}, {}
-        true = sample_prompts(prompt_key(seed), ctx.hmm, r["labels"], r["prompts_per_seed"], ctx.max_n, r["length"])
-        for lam in r["lambdas"]:
-            pr = ood_prompts(ctx.hmm, r["labels"], lam, seed, r["prompts_per_seed"], ctx.max_n, r["length"], true)
+        true = sample_prompts(prompt_key(seed), ctx.hmm, r.sweep.labels, r.sweep.prompts_per_seed, ctx.max_n, r.sweep.length)
+        for lam in r.options["lambdas"]:
+            pr = ood_prompts(ctx.hmm, r.sweep.labels, lam, seed, r.sweep.prompts_per_seed, ctx.max_n, r.sweep.length, true)
             out[lambda_name(lam)] = evaluation_metrics(ctx.evaluate(pr), ctx.names)
             by_task[f"task|{lambda_name(lam)}"] = pr.task
         return SeedResult(out, by_task)
@@ -168,7 +168,7 @@ class OOD(Phenomenon):
         """The floor (largest n) per test task, to pair with ε_θ per task: ``floor_by_task[cond][est][θ]``."""
         K = len(summary["extras"]["eps"][0])
         by_task = {}
-        for cond in self.conditions(summary["config"]):
+        for cond in [lambda_name(lam) for lam in summary["config"]["lambdas"]]:
             t = pooled.side[f"task|{cond}"]
             for est in summary["results"][cond]:
                 arr = pooled.metrics[(cond, est, "l1_oracle")][:, -1]

@@ -64,7 +64,7 @@ class Retrieval(Phenomenon):
     options = dict(pool=None)  # candidates per prompt (None: 8 · max n)
 
     def resolve(self, hmm, resolved, options):
-        N = max(resolved["grid"])
+        N = max(resolved.grid)
         pool = options["pool"]
         M = 8 * N if pool is None else pool
         if isinstance(M, bool) or not isinstance(M, (int, np.integer)):
@@ -77,14 +77,14 @@ class Retrieval(Phenomenon):
         return list(SELECTIONS)
 
     def grids(self, resolved):
-        return [tuple(resolved["grid"]), (resolved["pool"],)]
+        return [tuple(resolved.sweep.grid), (resolved.options["pool"],)]
 
     def run_seed(self, ctx: Context, seed: int) -> SeedResult:
         r = ctx.resolved
-        pr = sample_prompts(prompt_key(seed), ctx.hmm, r["labels"], r["prompts_per_seed"], r["pool"], r["length"])
+        pr = sample_prompts(prompt_key(seed), ctx.hmm, r.sweep.labels, r.sweep.prompts_per_seed, r.options["pool"], r.sweep.length)
         rng = np.random.default_rng([seed, 0x5345])
         scores = similarity_scores(ctx.hmm, pr.demos_x, pr.x_test, rng)
-        g = np.asarray(r["grid"])
+        g = np.asarray(r.sweep.grid)
         out = {}
         for sel in SELECTIONS:
             idx = select_top(scores[sel], ctx.max_n)
@@ -95,7 +95,7 @@ class Retrieval(Phenomenon):
             copies = np.cumsum((chosen.demos_x == pr.x_test[:, None]).all(-1), axis=1)
             out[sel]["selection"] = dict(x_test_copies=copies[:, g - 1] / g)
         # Reference: every kernel over the whole pool of M (what a smaller bandwidth can use).
-        full = evaluation_metrics(ctx.evaluate(pr, grid=(r["pool"],), progress=False), ctx.names)
+        full = evaluation_metrics(ctx.evaluate(pr, grid=(r.options["pool"],), progress=False), ctx.names)
         side = {f"full_pool|{est}|{met}": a[:, 0] for est, mets in full.items() for met, a in mets.items()}
         return SeedResult(out, side)
 

@@ -75,7 +75,7 @@ def test_exported_hf_folder_loads_in_transformers(uninterrupted):
     hf = transformers.GPTJForCausalLM.from_pretrained(out / "hf", attn_implementation="eager").eval()
     rng = np.random.default_rng(0)
     ids = rng.integers(0, hmm.num_tokens, size=(3, 20))
-    ids[:, 0] = resolved["bos"]
+    ids[:, 0] = resolved.bos
     with torch.no_grad():
         ref = hf(input_ids=torch.as_tensor(ids)).logits.numpy()
     ours = np.asarray(forward(model, ids).logits)
@@ -108,15 +108,15 @@ def test_chunked_step_equals_the_whole_batch_step():
     out = {}
     for micro in (None, 2):
         graphdef, params = nnx.split(train.init_model(mcfg, 0))
-        out[micro] = train.train_step(graphdef, params, tx.init(params), docs, opt=opt, bos=resolved["bos"],
+        out[micro] = train.train_step(graphdef, params, tx.init(params), docs, opt=opt, bos=resolved.bos,
                                       dtype=jnp.float32, impl="einsum", micro=micro)
     (p1, s1, l1, g1), (p2, s2, l2, g2) = out[None], out[2]
     np.testing.assert_allclose(l2, l1, rtol=1e-6)
     np.testing.assert_allclose(g2, g1, rtol=1e-5)
     for a, b in zip(jax.tree.leaves((p1, s1)), jax.tree.leaves((p2, s2))):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
-    held = train.eval_losses(graphdef, p1, docs, bos=resolved["bos"], dtype=jnp.float32, impl="einsum")
-    held2 = train.eval_losses(graphdef, p1, docs, bos=resolved["bos"], dtype=jnp.float32, impl="einsum", micro=2)
+    held = train.eval_losses(graphdef, p1, docs, bos=resolved.bos, dtype=jnp.float32, impl="einsum")
+    held2 = train.eval_losses(graphdef, p1, docs, bos=resolved.bos, dtype=jnp.float32, impl="einsum", micro=2)
     np.testing.assert_allclose(held2, held, atol=1e-5, rtol=0)
 
 

@@ -147,13 +147,13 @@ def test_streamed_seed_equals_all_prompts_at_once():
     from theory import kernels as tk
 
     resolved, hmm = resolve(small_cfg(prompts_per_seed=23, save_predictions=6, kernels=("predictive", "gram")))
-    prepared = prepare_kernels(hmm, [tk.parse_kernel(k) for k in resolved["kernels"]], resolved["length"])
-    ev = make_evaluator(hmm, prepared, resolved["labels"], evaluated_ns(resolved), resolved["dtype"],
-                        length=resolved["length"], forward=resolved["forward"])
+    prepared = prepare_kernels(hmm, [tk.parse_kernel(k) for k in resolved.kernels], resolved.length)
+    ev = make_evaluator(hmm, prepared, resolved.labels, evaluated_ns(resolved), resolved.dtype,
+                        length=resolved.length, forward=resolved.forward)
     cell, pr = sweep_seed(ev, hmm, resolved, 1, chunk=4)
-    ref_pr = sample_prompts(prompt_key(1), hmm, resolved["labels"], 23, 4, resolved["length"])
+    ref_pr = sample_prompts(prompt_key(1), hmm, resolved.labels, 23, 4, resolved.length)
     ref = cell_arrays(evaluate_prompts(ev, ref_pr.demos_x, ref_pr.demos_y, ref_pr.x_test, ref_pr.task, 4),
-                      resolved["kernels"], 6, ref_pr.y_test, resolved["labels"])
+                      resolved.kernels, 6, ref_pr.y_test, resolved.labels)
     for a, b in zip(pr, ref_pr):
         assert a.dtype == b.dtype and np.array_equal(a, b)
     assert set(cell) == set(ref) and cell["pred|bayes"].shape[0] == 6
@@ -436,3 +436,18 @@ def test_sigma_by_recursion_equals_enumeration():
             s = np.linalg.svd(e, compute_uv=False)
             kappa = s[0] / s[np.linalg.matrix_rank(e) - 1]
             np.testing.assert_allclose(a, e, rtol=0, atol=10 * kappa * np.finfo(float).eps * np.abs(e).max())
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(grid=(1, 4), curve=True, save_prompts=False, task=1)])
+def test_identity_round_trips_through_config_json(kw):
+    """config.json read back (from_dict) gives the same identity, and to_dict gives config.json again."""
+    from icl_kernel.runfolder import config_form
+    from simulate.sweep import SweepIdentity, resolve
+    ident, _ = resolve(small_cfg(**kw))
+    on_disk = config_form(ident.to_dict())
+    back = SweepIdentity.from_dict(on_disk)
+    assert back == ident
+    assert list(back.to_dict().items()) == list(ident.to_dict().items())
+    assert ("curve" in on_disk, "save_prompts" in on_disk) == (bool(kw), bool(kw))
+    with pytest.raises(SweepConfigError, match="unknown"):
+        SweepIdentity.from_dict(dict(on_disk, kind="ood"))
