@@ -207,8 +207,8 @@ class SweepIdentity:
 
     def to_dict(self) -> dict:
         """config.json's content: keys in field order; the optional ones only where recorded (see above)."""
-        out = dict(format_version=self.format_version, preset=self.preset, preset_params=copy.deepcopy(self.preset_params),
-                   hmm_file=self.hmm_file, grid=list(self.grid), seeds=list(self.seeds),
+        out = dict(format_version=self.format_version, preset=self.preset,
+                   preset_params=copy.deepcopy(self.preset_params), hmm_file=self.hmm_file, grid=list(self.grid), seeds=list(self.seeds),
                    prompts_per_seed=self.prompts_per_seed, length=self.length, labels=list(self.labels),
                    label_mode=self.label_mode, task=self.task, kernels=list(self.kernels),
                    kernel_specs=[copy.deepcopy(s) for s in self.kernel_specs], dtype=self.dtype,
@@ -718,7 +718,8 @@ def summarise(rf: RunFolder, resolved: SweepIdentity) -> dict:
         return [dict(mean=_finite_or_none(m), lo=_finite_or_none(lo), hi=_finite_or_none(hi), count=c, n=n)
                 for (m, lo, hi, c), n in zip(bootstrap_means(cells[name][:, cs]), ns)]
 
-    summary = dict(config=resolved.to_dict(), seeds_done=cells.seeds, num_prompts=int(cells["common|bayes_vs_oracle_l1"].shape[0]),
+    summary = dict(config=resolved.to_dict(), seeds_done=cells.seeds,
+                   num_prompts=int(cells["common|bayes_vs_oracle_l1"].shape[0]),
                    common={k: bands(f"common|{k}", cols, grid) for k in common_names},
                    kernels={})
     half = [g for g, n in enumerate(kgrid) if n <= max(1, int(np.sqrt(kgrid[0] * kgrid[-1])))] or [0]

@@ -157,9 +157,10 @@ class OOD(Phenomenon):
     def run_seed(self, ctx: Context, seed: int) -> SeedResult:
         r = ctx.resolved
         out, by_task = {}, {}
-        true = sample_prompts(prompt_key(seed), ctx.hmm, r.sweep.labels, r.sweep.prompts_per_seed, ctx.max_n, r.sweep.length)
+        s = r.sweep
+        true = sample_prompts(prompt_key(seed), ctx.hmm, s.labels, s.prompts_per_seed, ctx.max_n, s.length)
         for lam in r.options["lambdas"]:
-            pr = ood_prompts(ctx.hmm, r.sweep.labels, lam, seed, r.sweep.prompts_per_seed, ctx.max_n, r.sweep.length, true)
+            pr = ood_prompts(ctx.hmm, s.labels, lam, seed, s.prompts_per_seed, ctx.max_n, s.length, true)
             out[lambda_name(lam)] = evaluation_metrics(ctx.evaluate(pr), ctx.names)
             by_task[f"task|{lambda_name(lam)}"] = pr.task
         return SeedResult(out, by_task)

@@ -81,7 +81,8 @@ class Retrieval(Phenomenon):
 
     def run_seed(self, ctx: Context, seed: int) -> SeedResult:
         r = ctx.resolved
-        pr = sample_prompts(prompt_key(seed), ctx.hmm, r.sweep.labels, r.sweep.prompts_per_seed, r.options["pool"], r.sweep.length)
+        s = r.sweep
+        pr = sample_prompts(prompt_key(seed), ctx.hmm, s.labels, s.prompts_per_seed, r.options["pool"], s.length)
         rng = np.random.default_rng([seed, 0x5345])
         scores = similarity_scores(ctx.hmm, pr.demos_x, pr.x_test, rng)
         g = np.asarray(r.sweep.grid)
