@@ -77,20 +77,20 @@ def int_list(text: str) -> list[int]:
     return vals
 
 
-def positive_int_list(text: str) -> list[int]:
+def _int_list_at_least(text: str, low: int) -> list[int]:
     vals = int_list(text)
-    bad = [v for v in vals if v < 1]
+    bad = [v for v in vals if v < low]
     if bad:
-        raise argparse.ArgumentTypeError(f"{text!r} contains {bad}; expected integers >= 1")
+        raise argparse.ArgumentTypeError(f"{text!r} contains {bad}; expected integers >= {low}")
     return vals
+
+
+def positive_int_list(text: str) -> list[int]:
+    return _int_list_at_least(text, 1)
 
 
 def nonnegative_int_list(text: str) -> list[int]:
-    vals = int_list(text)
-    bad = [v for v in vals if v < 0]
-    if bad:
-        raise argparse.ArgumentTypeError(f"{text!r} contains {bad}; expected integers >= 0")
-    return vals
+    return _int_list_at_least(text, 0)
 
 
 def seed_list(text: str) -> list[int]:

@@ -123,8 +123,9 @@ def load_reference(path) -> tuple[GincParams, GincParams]:
 
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise GincError(f"GINC reference file {path!r} does not exist; expected ginc_reference.npz "
-                        f"(e.g. /work/shared/data/ginc/ginc_reference.npz)")
+        what = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+        raise GincError(f"GINC reference file {path!r} {what}; expected ginc_reference.npz "
+                        "(shared/data/ginc/ginc_reference.npz beside the repository)")
     need = ("all_values", "id_slot_T", "id_value_T", "id_startprob", "id_transmat", "id_emissionprob",
             "ood_startprob", "ood_transmat", "ood_emissionprob")
     try:
