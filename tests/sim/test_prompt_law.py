@@ -14,6 +14,7 @@ import pytest
 
 from simulate.sweep import SweepConfig, SweepConfigError, run_sweep
 from theory.hmm import make_hmm
+from theory.reference import path_probability_sum, predictive_by_enumeration
 
 REF = Path(__file__).resolve().parents[3] / "shared" / "data" / "ginc" / "ginc_reference.npz"
 needs_ref = pytest.mark.skipif(not REF.exists(), reason=f"GINC reference data not found at {REF}")
@@ -31,23 +32,6 @@ def varying_hmm(seed=0, d=4, m=5, no_restart=False, w=(0.1, 0.4, 0.25, 0.05)):
     tos = np.array([0, 0, 1, 1])
     R = T.copy() if no_restart else starts[tos]
     return make_hmm(T, B, R, starts.mean(0), starts, tos, 0)
-
-
-def path_sum(hmm, tokens, y):
-    """P(tokens, next = y) by summing over every hidden path (A = R after the delimiter, else T)."""
-    T, R, B, w, p0 = (np.asarray(a, float) for a in (hmm.T, hmm.R, hmm.B, hmm.delim_weight, hmm.p0))
-    d = T.shape[0]
-    total = 0.0
-    L = len(tokens)
-    for path in itertools.product(range(d), repeat=L + 1):
-        p = p0[path[0]]
-        for t, o in enumerate(tokens):
-            s, s2 = path[t], path[t + 1]
-            p *= (w[s] * R[s, s2]) if o == int(hmm.delim) else (B[s, o] * T[s, s2])
-            if p == 0:
-                break
-        total += p * B[path[L], y]
-    return total
 
 
 @pytest.mark.parametrize("no_restart", [False, True])
@@ -68,9 +52,9 @@ def test_bayes_equals_brute_force_path_sums(no_restart):
     for g, n in enumerate(grid):
         toks = np.asarray(prompt_tokens(pr.demos_x, pr.demos_y, pr.x_test, n, 0))
         for p in range(3):
-            joint = np.array([path_sum(hmm, list(toks[p]), y) for y in labels])
-            np.testing.assert_allclose(np.asarray(sb.bayes[g, p]), joint / joint.sum(), rtol=1e-10)
-            ev = sum(path_sum(hmm, list(toks[p]), y) for y in range(hmm.num_tokens))
+            np.testing.assert_allclose(np.asarray(sb.bayes[g, p]),
+                                       predictive_by_enumeration(hmm, list(toks[p]), labels), rtol=1e-10)
+            ev = path_probability_sum(hmm, list(toks[p]))
             np.testing.assert_allclose(float(sb.log_evidence[g, p]), math.log(ev), rtol=1e-10)
     assert choose_forward(hmm, labels, 1) == ("general" if no_restart else "factorised")
     if not no_restart:
@@ -152,7 +136,7 @@ def test_zero_probability_prompt_is_exact():
     B[1] = [0.0, 1.0, 0, 0, 0]  # state 1 emits only token 1
     h = make_hmm(T, B, T, [1.0, 0, 0, 0], np.eye(4)[[0, 2]], hmm.task_of_state, 0)
     dx, dy, xt = np.array([[[1]]]), np.array([[1]]), np.array([[1]])  # "1 1 δ 1": impossible from state 0
-    assert path_sum(h, [1, 1, 0, 1], 1) == 0.0
+    assert path_probability_sum(h, [1, 1, 0, 1, 1]) == 0.0
     sb = sweep_bayes(hmm_arrays(h, jnp.float64), dx, dy, xt, np.array([0]), jnp.asarray([1, 2]), (1,))
     ev = Evaluation(np.moveaxis(np.asarray(sb.bayes), 0, 1), np.asarray(sb.log_evidence).T,
                     np.asarray(sb.task_mass).T, np.asarray(sb.oracle), ())
